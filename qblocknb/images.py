@@ -1,0 +1,96 @@
+"""Offline image work: create, write, read back, inspect, compare, check.
+
+These are thin, typed wrappers over ``qemu-img`` and ``qemu-io``; the Lab
+uses them with paths inside its folder, and tests use them to check data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ToolError
+from .sizes import parse_size
+from .tools import run, run_status
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict of ``qemu-img compare``: identical or not, and QEMU's own words."""
+
+    identical: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.identical
+
+
+def create(
+    path: Path,
+    size: int | str | None = None,
+    backing: Path | None = None,
+    fmt: str = "qcow2",
+    backing_fmt: str | None = None,
+) -> Path:
+    """Create an image; an overlay takes its size from its backing file when no size is given."""
+    args = ["create", "-q", "-f", fmt]
+    if backing is not None:
+        args += ["-b", str(backing), "-F", backing_fmt or detect_format(backing)]
+    args.append(str(path))
+    if size is not None:
+        args.append(str(parse_size(size)))
+    run("qemu-img", *args, what=f"creating {path.name}")
+    return path
+
+
+def detect_format(path: Path) -> str:
+    """The format ``qemu-img info`` sees in an image."""
+    return info_chain(path)[0]["format"]
+
+
+def write(path: Path, offset: int | str, length: int | str, pattern: int, fmt: str | None = None) -> None:
+    """Write ``pattern`` bytes into an image that no QEMU holds open."""
+    command = f"write -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
+    run("qemu-io", "-f", fmt or detect_format(path), "-c", command, str(path), what=f"writing into {path.name}")
+
+
+def read_matches(path: Path, offset: int | str, length: int | str, pattern: int) -> bool:
+    """True when every byte in the range reads as ``pattern`` (through the backing chain)."""
+    command = f"read -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
+    done = run_status(
+        "qemu-io", "-U", "-r", "-f", detect_format(path), "-c", command, str(path), what=f"reading {path.name}"
+    )
+    if "Pattern verification failed" in done.stdout:
+        return False
+    if done.returncode != 0:
+        raise ToolError(f"reading {path.name} failed", (done.stderr or done.stdout).strip(), "check the image")
+    return True
+
+
+def info_chain(path: Path) -> list[dict]:
+    """``qemu-img info --backing-chain`` as a list, active image first."""
+    out = run("qemu-img", "info", "-U", "--backing-chain", "--output=json", str(path), what=f"inspecting {path.name}")
+    data = json.loads(out)
+    return data if isinstance(data, list) else [data]
+
+
+def compare(first: Path, second: Path, strict: bool = False) -> Comparison:
+    """Compare the guest-visible contents of two images (with their backing chains)."""
+    args = ["compare", "-U"] + (["-s"] if strict else []) + [str(first), str(second)]
+    done = run_status("qemu-img", *args, what=f"comparing {first.name} with {second.name}")
+    text = (done.stdout + done.stderr).strip()
+    if done.returncode in (0, 1):
+        return Comparison(done.returncode == 0, text.splitlines()[-1] if text else "")
+    raise ToolError(f"comparing {first.name} with {second.name} failed", text, "check that both images exist")
+
+
+def check(path: Path) -> dict:
+    """``qemu-img check`` as data: ``{"check-errors": 0, ...}``."""
+    try:
+        out = run("qemu-img", "check", "-U", "--output=json", str(path), what=f"checking {path.name}")
+    except ToolError as error:
+        raise ToolError(
+            f"checking {path.name} found problems", error.why, "run 'qemu-img check -r all' on a copy"
+        ) from None
+    return json.loads(out)

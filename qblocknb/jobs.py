@@ -1,0 +1,362 @@
+"""A block job followed through QEMU's event stream, with its verbs and its frames.
+
+A ``Job`` learns its status from ``JOB_STATUS_CHANGE`` events (delivered on the
+session's thread) and from periodic ``query-block-jobs`` samples; callers in
+the notebook block on ``wait()`` / ``wait_ready()``.  Verbs are refused with a
+sentence in the states where QEMU would refuse them, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .chain import Chain, JobInfo
+from .errors import JobError, Timeout
+from .sizes import parse_size
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+JOB_COMMANDS = {
+    "block-stream": "stream",
+    "block-commit": "commit",
+    "drive-mirror": "mirror",
+    "blockdev-mirror": "mirror",
+    "drive-backup": "backup",
+    "blockdev-backup": "backup",
+}
+ENDED = {"concluded", "null"}
+_ACTIVE = {"created", "running", "paused", "ready", "standby"}
+# QEMU's own verb table (job.c): the statuses in which each verb is accepted.
+VERB_STATES = {
+    "cancel": _ACTIVE | {"waiting", "pending", "aborting"},
+    "pause": _ACTIVE,
+    "resume": _ACTIVE,
+    "set-speed": _ACTIVE,
+    "complete": {"ready"},
+    "finalize": {"pending"},
+    "dismiss": {"concluded"},
+}
+HINTS = {
+    "complete": "complete is accepted only once the job is ready; wait with job.wait_ready()",
+    "finalize": "finalize is accepted only in 'pending', for jobs started with auto_finalize=False",
+    "dismiss": "dismiss is accepted only in 'concluded', for jobs started with auto_dismiss=False",
+}
+TIMELINE_COLUMNS = ["t", "status", "offset", "len", "speed", "busy", "paused", "ready", "io-status"]
+EVENT_COLUMNS = ["time", "event", "status", "offset", "len", "speed", "error", "data"]
+POLL = 0.2
+
+
+def event_time(event: dict) -> float:
+    """QEMU's own timestamp of an event, in seconds since the epoch."""
+    stamp = event.get("timestamp", {})
+    return stamp.get("seconds", 0) + stamp.get("microseconds", 0) / 1e6
+
+
+class Job:
+    """One QEMU block job: status, progress, events, timeline and verbs."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        job_id: str,
+        command: str,
+        arguments: dict,
+        chain_before: Chain | None,
+        source: str | None = None,
+        target: str | None = None,
+    ) -> None:
+        self.machine = machine
+        self.id = job_id
+        self.command = command
+        self.type = JOB_COMMANDS.get(command, command)
+        self.arguments = dict(arguments)
+        self.chain_before = chain_before
+        self.source, self.target = source, target
+        self.status = "created"
+        self.ready = False
+        self.outcome: str | None = None  # "completed", "cancelled" or "failed"
+        self.error: str | None = None
+        self.io_error: str | None = None
+        self.offset = 0
+        self.length = 0
+        self.speed = int(arguments.get("speed", 0) or 0)
+        self.started = time.monotonic()
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self.listeners: list[Callable[[Job], None]] = []
+        self.user_paused = False
+        self._ending_requested = False
+        self._finalize_expected = arguments.get("auto-finalize", True) is False
+        self._events: list[dict] = []
+        self._samples: list[dict] = []
+        self._cond = threading.Condition()
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.type} {self.status} {self.progress:.0%}>"
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    @property
+    def progress(self) -> float:
+        """Fraction done, 0..1 (1 once ended without error)."""
+        if self.ended and self.outcome == "completed":
+            return 1.0
+        return self.offset / self.length if self.length else 0.0
+
+    def info(self) -> JobInfo:
+        """This job as the chain diagram shows it."""
+        return JobInfo(self.id, self.type, self.status, self.offset, self.length, self.source, self.target)
+
+    # -- event thread -----------------------------------------------------------------------
+    def handle_event(self, event: dict) -> None:
+        """Update from one QMP event; runs on the session's thread."""
+        name, data = event["event"], event.get("data", {})
+        with self._cond:
+            self._events.append(
+                {
+                    "time": pd.Timestamp(event_time(event), unit="s"),
+                    "event": name,
+                    "status": data.get("status"),
+                    "offset": data.get("offset"),
+                    "len": data.get("len"),
+                    "speed": data.get("speed"),
+                    "error": data.get("error"),
+                    "data": data,
+                }
+            )
+            self._progress_from(data)
+            if name == "JOB_STATUS_CHANGE":
+                self.status = data["status"]
+                if self.status == "ready":
+                    self.ready = True
+            elif name == "BLOCK_JOB_READY":
+                self.ready = True
+            elif name == "BLOCK_JOB_COMPLETED":
+                self.error = data.get("error")
+                self.outcome = "failed" if self.error else "completed"
+            elif name == "BLOCK_JOB_CANCELLED":
+                self.outcome = "cancelled"
+            elif name == "BLOCK_JOB_ERROR":
+                self.io_error = f"{data.get('operation')} error, action {data.get('action')}"
+            if self.ended and self.ended_at is None:
+                self.ended_at = time.monotonic()
+                self.outcome = self.outcome or "completed"
+                self._samples.append(
+                    self._row(
+                        self.ended_at,
+                        {
+                            "status": self.status,
+                            "offset": self.offset,
+                            "len": self.length,
+                            "speed": self.speed,
+                            "busy": False,
+                            "paused": False,
+                            "ready": self.ready,
+                            "io-status": "ok",
+                        },
+                    )
+                )
+            self._cond.notify_all()
+        self._notify()
+
+    def handle_sample(self, info: dict, at: float) -> None:
+        """Record one ``query-block-jobs`` entry taken at monotonic time ``at``."""
+        with self._cond:
+            if self.ended:
+                return
+            self._progress_from(info)
+            self.speed = info.get("speed", self.speed)
+            self._samples.append(self._row(at, info))
+        self._notify()
+
+    def _progress_from(self, data: dict) -> None:
+        if "offset" in data:
+            self.offset = max(self.offset, int(data["offset"]))
+        if "len" in data:
+            self.length = int(data["len"])
+
+    def _row(self, at: float, info: dict) -> dict:
+        return {
+            "t": at - self.started,
+            "status": info.get("status", self.status),
+            "offset": info.get("offset"),
+            "len": info.get("len"),
+            "speed": info.get("speed"),
+            "busy": info.get("busy"),
+            "paused": info.get("paused"),
+            "ready": info.get("ready"),
+            "io-status": info.get("io-status"),
+        }
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            with contextlib.suppress(Exception):  # a broken view must not break the job
+                listener(self)
+
+    # -- frames -----------------------------------------------------------------------------
+    @property
+    def events(self) -> pd.DataFrame:
+        """Every event of this job, with QEMU's timestamps."""
+        with self._cond:
+            return pd.DataFrame(list(self._events), columns=EVENT_COLUMNS)
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """Progress samples: seconds since start, status, offset, len, speed, busy, paused, ready, io-status."""
+        with self._cond:
+            return pd.DataFrame(list(self._samples), columns=TIMELINE_COLUMNS)
+
+    def summary(self) -> dict:
+        """One row for ``vm.jobs``."""
+        end = self.ended_at
+        duration = (end - self.started) if end else time.monotonic() - self.started
+        return {
+            "id": self.id,
+            "type": self.type,
+            "command": self.command,
+            "status": self.status,
+            "outcome": self.outcome,
+            "start": pd.Timestamp(self.started_at, unit="s"),
+            "end": pd.Timestamp(self.started_at + (end - self.started), unit="s") if end else pd.NaT,
+            "duration_s": duration,
+            "bytes": self.offset,
+            "mean_rate_Bps": self.offset / duration if duration else 0.0,
+            "error": self.error,
+        }
+
+    # -- waiting ----------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> Job:
+        """Block until the job has ended; raise JobError if it failed or can only go on with your help."""
+        self._wait_until(lambda: self.ended, timeout, "end")
+        if self.outcome == "failed":
+            raise JobError(
+                f"job '{self.id}' ({self.command}) failed",
+                self.error or "QEMU reported an error",
+                "see job.events for the whole story",
+            )
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> Job:
+        """Block until the job is READY (mirror, active commit)."""
+        self._wait_until(lambda: self.ready, timeout, "become ready", waiting_for_ready=True)
+        return self
+
+    def _wait_until(
+        self, done: Callable[[], bool], timeout: float | None, goal: str, waiting_for_ready: bool = False
+    ) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not done():
+                if self.ended:
+                    if waiting_for_ready:
+                        raise JobError(
+                            f"job '{self.id}' ({self.command}) ended without becoming ready",
+                            self.error or f"it ended as {self.outcome}",
+                            "only mirror and active commit become ready; use job.wait() for the others",
+                        )
+                    break
+                self._refuse_stuck_wait(goal, waiting_for_ready)
+                gone = self.machine.gone_error(f"waiting for job '{self.id}' to {goal}")
+                if gone is not None:
+                    raise gone
+                remaining = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+                if remaining <= 0:
+                    raise Timeout(
+                        f"job '{self.id}' did not {goal} within {timeout} s",
+                        f"it is {self.status} at {self.progress:.0%}",
+                        "wait longer, raise its speed with job.set_speed(), or cancel it",
+                    )
+                self._cond.wait(remaining)
+
+    def _refuse_stuck_wait(self, goal: str, waiting_for_ready: bool) -> None:
+        """Waiting would last forever when the job needs a verb from the user."""
+        if self.status == "ready" and not waiting_for_ready and not self._ending_requested:
+            raise JobError(
+                f"job '{self.id}' is ready and will not {goal} by itself",
+                "mirror and active commit wait for your decision",
+                "call job.complete() to pivot, or job.cancel() to stop with a point-in-time copy",
+            )
+        if self.status in ("paused", "standby") and self.user_paused:
+            raise JobError(f"job '{self.id}' is paused and will not {goal}", "you paused it", "call job.resume()")
+        if self.status == "paused" and self.io_error:
+            raise JobError(
+                f"job '{self.id}' stopped on an I/O error and will not {goal}",
+                self.io_error,
+                "fix the cause and call job.resume(), or job.cancel(force=True)",
+            )
+        if self.status == "pending" and self._finalize_expected:
+            raise JobError(
+                f"job '{self.id}' is pending and will not {goal}",
+                "it was started with auto-finalize off",
+                "call job.finalize()",
+            )
+
+    # -- verbs ------------------------------------------------------------------------------
+    def _verb(self, verb: str, command: str, arguments: dict) -> None:
+        if self.status not in VERB_STATES[verb]:
+            accepted = ", ".join(sorted(VERB_STATES[verb]))
+            raise JobError(
+                f"cannot {verb} job '{self.id}' while it is {self.status}",
+                f"QEMU accepts {verb} only when the job is {accepted}",
+                HINTS.get(verb, ""),
+            )
+        self.machine.execute(command, arguments)
+
+    def complete(self) -> Job:
+        """Pivot a READY mirror or active commit (``block-job-complete``)."""
+        self._ending_requested = True
+        try:
+            self._verb("complete", "block-job-complete", {"device": self.id})
+        except Exception:
+            self._ending_requested = False
+            raise
+        return self
+
+    def cancel(self, force: bool = False) -> Job:
+        """``block-job-cancel``; after READY a mirror ends COMPLETED with a point-in-time copy."""
+        self._ending_requested = True
+        try:
+            self._verb("cancel", "block-job-cancel", {"device": self.id, **({"force": True} if force else {})})
+        except Exception:
+            self._ending_requested = False
+            raise
+        return self
+
+    def pause(self) -> Job:
+        self._verb("pause", "block-job-pause", {"device": self.id})
+        self.user_paused = True
+        return self
+
+    def resume(self) -> Job:
+        if not self.user_paused and not self.io_error:
+            raise JobError(f"cannot resume job '{self.id}'", "it was not paused", "pause it first with job.pause()")
+        self._verb("resume", "block-job-resume", {"device": self.id})
+        self.user_paused = False
+        self.io_error = None
+        return self
+
+    def set_speed(self, bytes_per_s: int | str) -> Job:
+        """Throttle (or with 0, unthrottle) the job."""
+        speed = parse_size(bytes_per_s)
+        self._verb("set-speed", "block-job-set-speed", {"device": self.id, "speed": speed})
+        self.speed = speed
+        return self
+
+    def finalize(self) -> Job:
+        self._ending_requested = True
+        self._verb("finalize", "block-job-finalize", {"id": self.id})
+        return self
+
+    def dismiss(self) -> Job:
+        self._verb("dismiss", "block-job-dismiss", {"id": self.id})
+        return self

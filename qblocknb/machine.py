@@ -1,0 +1,374 @@
+"""One QEMU as a Python object: QMP commands as methods, jobs, chain, guest I/O.
+
+``vm.block_stream(device="node-D", job_id="job0")`` sends ``block-stream``
+with ``{"device": "node-D", "job-id": "job0"}`` and returns a ``Job``; any
+other QMP command returns QEMU's answer.  See ``qblocknb.session`` for the
+transport and ``qblocknb.jobs`` for what a Job can do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import images, loop
+from .chain import Chain, Image, RetiredImage, image_from_node, retire
+from .checks import check_job
+from .errors import Error, InputError, QEMUGone
+from .jobs import JOB_COMMANDS, Job
+from .process import QemuProcess
+from .qmpshell import parse_line
+from .session import Session
+from .sizes import parse_size
+
+SAMPLE_INTERVAL = 0.02
+JOB_EVENTS = {
+    "JOB_STATUS_CHANGE",
+    "BLOCK_JOB_COMPLETED",
+    "BLOCK_JOB_CANCELLED",
+    "BLOCK_JOB_READY",
+    "BLOCK_JOB_ERROR",
+    "BLOCK_JOB_PENDING",
+}
+
+
+class Machine:
+    """A QEMU reached over QMP; launched by a Lab or attached with ``qb.connect``."""
+
+    def __init__(
+        self, session: Session, process: QemuProcess | None = None, cwd: Path | None = None, device: str = "virtio0"
+    ) -> None:
+        self.session = session
+        self.process = process
+        self.cwd = cwd
+        self.device = device
+        self.monitoring = True
+        self.sample_interval = SAMPLE_INTERVAL
+        self.job_list: list[Job] = []
+        self.listeners: list = []  # callables(event dict), called on the session thread
+        self.retired: list[RetiredImage] = []
+        self._jobs: dict[str, Job] = {}
+        self._reconciled: set[str] = set()
+        self._commands: set[str] | None = None
+        self._arg_names: dict[str, set[str]] | None = None
+        self._sampler: asyncio.Future | None = None
+        self._lock = threading.Lock()
+        session.listeners.append(self._on_event)
+
+    def __repr__(self) -> str:
+        where = f"pid {self.pid}" if self.process else str(self.session.socket_path)
+        return f"<Machine {self.session.name} ({where})>"
+
+    # -- liveness ---------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.alive()
+        return self.session.connected
+
+    def gone_error(self, what: str) -> Error | None:
+        """The error to raise if QEMU is gone, else None."""
+        if self.process is not None:
+            return None if self.process.alive() else self.process.gone_error(what)
+        if not self.session.connected:
+            return QEMUGone(
+                what,
+                f"the QMP connection to {self.session.socket_path} is closed",
+                "check whether that QEMU is still running, then qb.connect() again",
+            )
+        return None
+
+    # -- commands ---------------------------------------------------------------------------
+    @property
+    def commands(self) -> set[str]:
+        """Every QMP command this QEMU knows (``query-commands``)."""
+        if self._commands is None:
+            self._commands = {c["name"] for c in self.session.execute("query-commands", record=False)}
+        return self._commands
+
+    def has_command(self, name: str) -> bool:
+        return name in self.commands
+
+    def execute(
+        self, command: str, arguments: dict | None = None, /, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Send any QMP command; keyword names use ``_`` for ``-``. Job commands return a Job."""
+        merged = dict(arguments or {})
+        merged.update(self._qmp_arguments(command, kwargs))
+        if command in JOB_COMMANDS:
+            return self._start_job(command, merged)
+        return self.session.execute(command, merged, timeout=timeout)
+
+    def shell(self, line: str) -> Any:
+        """Run one line of qmp-shell syntax: ``block-stream device=node-D job-id=job0``."""
+        command, arguments = parse_line(line)
+        return self.execute(command, arguments)
+
+    def hmp(self, command_line: str) -> str:
+        """Run an HMP command and return its text."""
+        return self.session.execute("human-monitor-command", {"command-line": command_line})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        for command in (name.replace("_", "-"), name):
+            if command in self.commands:
+                return partial(self.execute, command)
+        close = difflib.get_close_matches(name.replace("_", "-"), sorted(self.commands), n=3)
+        raise AttributeError(
+            f"QEMU has no command '{name.replace('_', '-')}'" + (f"; did you mean {', '.join(close)}?" if close else "")
+        )
+
+    def __dir__(self) -> list[str]:
+        names = set(super().__dir__())
+        if self._commands is not None:
+            names |= {c.replace("-", "_") for c in self._commands}
+        return sorted(names)
+
+    def _qmp_arguments(self, command: str, kwargs: dict) -> dict:
+        """Map Python keywords to QMP names: ``job_id`` -> ``job-id`` unless QEMU spells it with ``_``."""
+        if not kwargs:
+            return {}
+        underscored = [key for key in kwargs if "_" in key]
+        known = self._argument_names(command) if underscored else set()
+        return {key if key in known else key.replace("_", "-"): value for key, value in kwargs.items()}
+
+    def _argument_names(self, command: str) -> set[str]:
+        if self._arg_names is None:
+            schema = self.session.execute("query-qmp-schema", record=False)
+            types = {entry["name"]: entry for entry in schema}
+            self._arg_names = {}
+            for entry in schema:
+                if entry.get("meta-type") == "command":
+                    members = types.get(entry.get("arg-type"), {}).get("members", [])
+                    self._arg_names[entry["name"]] = {m["name"] for m in members}
+        return self._arg_names.get(command, set())
+
+    # -- jobs -------------------------------------------------------------------------------
+    def _start_job(self, command: str, arguments: dict) -> Job:
+        job_type = JOB_COMMANDS[command]
+        arguments.setdefault("job-id", self._next_job_id())
+        chain = self.chain()
+        known = set(chain.node_names) | {image.node_name for image in chain.other_nodes if image.node_name}
+        running = {job.id for job in self.job_list if not job.ended}
+        check_job(command, job_type, arguments, chain, known, running, self.cwd)
+        source, target = _job_ends(job_type, arguments, chain)
+        job = Job(self, arguments["job-id"], command, arguments, chain, source, target)
+        with self._lock:
+            self._jobs[job.id] = job
+        try:
+            self.session.execute(command, arguments)
+        except Exception:
+            with self._lock:
+                self._jobs.pop(job.id, None)
+            raise
+        self.job_list.append(job)
+        self._ensure_sampler()
+        return job
+
+    def _next_job_id(self) -> str:
+        used = {job.id for job in self.job_list}
+        number = 0
+        while f"job{number}" in used:
+            number += 1
+        return f"job{number}"
+
+    def job(self, job_id: str) -> Job:
+        """The Job with this id."""
+        for job in reversed(self.job_list):
+            if job.id == job_id:
+                return job
+        ids = ", ".join(job.id for job in self.job_list) or "none"
+        raise InputError(f"there is no job '{job_id}'", f"jobs of this session are {ids}", "pick one of those")
+
+    @property
+    def jobs(self) -> pd.DataFrame:
+        """One row per job of this session: type, start, end, duration, bytes, mean rate, outcome."""
+        return pd.DataFrame(
+            [job.summary() for job in self.job_list],
+            columns=[
+                "id",
+                "type",
+                "command",
+                "status",
+                "outcome",
+                "start",
+                "end",
+                "duration_s",
+                "bytes",
+                "mean_rate_Bps",
+                "error",
+            ],
+        )
+
+    def _on_event(self, event: dict) -> None:
+        name, data = event.get("event"), event.get("data", {})
+        if name in JOB_EVENTS:
+            job_id = data.get("id") or data.get("device")
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job is not None and job.ended and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
+                    job = None  # a new job that reuses an old id
+                if job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
+                    job = Job(self, job_id, "unknown", {}, None)
+                    self._jobs[job_id] = job
+                    self.job_list.append(job)
+            if job is not None:
+                job.handle_event(event)
+        for listener in list(self.listeners):
+            with contextlib.suppress(Exception):  # views must not break the event stream
+                listener(event)
+
+    def _ensure_sampler(self) -> None:
+        if self.monitoring and (self._sampler is None or self._sampler.done()):
+            self._sampler = loop.submit(self._sample_jobs())
+
+    async def _sample_jobs(self) -> None:
+        """Poll query-block-jobs while any job runs, so each Job gets a timeline."""
+        while any(not job.ended for job in self._jobs.values()) and self.session.connected:
+            try:
+                infos = await self.session.execute_async("query-block-jobs")
+            except Exception:  # QEMU gone or busy: the waiting side reports it
+                return
+            now = time.monotonic()
+            for info in infos:
+                job = self._jobs.get(info.get("device"))
+                if job is not None:
+                    job.handle_sample(info, now)
+            await asyncio.sleep(self.sample_interval)
+
+    # -- chain ------------------------------------------------------------------------------
+    def chain(self, device: str | None = None) -> Chain:
+        """The current backing chain of ``device`` (default ``virtio0``), with jobs and retired images."""
+        blocks = self.session.execute("query-block", record=False)
+        nodes = self.session.execute("query-named-block-nodes", {"flat": True}, record=False)
+        try:
+            chain = Chain.from_qmp(blocks, nodes, device or self.device)
+        except KeyError as error:
+            raise InputError(str(error.args[0]), "", "pass device= one of those") from None
+        self._reconcile(chain)
+        by_name = {node["node-name"]: node for node in nodes}
+        active = tuple(job for job in self.job_list if not job.ended)
+        targets = tuple(
+            _target_image(job.target, by_name) for job in active if job.target and chain.find(job.target) is None
+        )
+        return chain.with_extras(jobs=tuple(job.info() for job in active), targets=targets, retired=tuple(self.retired))
+
+    def _reconcile(self, chain: Chain) -> None:
+        """Remember images that ended jobs removed from the chain, with the seed's rule."""
+        present = set(chain.files)
+        for job in self.job_list:
+            if not job.ended or job.id in self._reconciled or job.chain_before is None:
+                continue
+            self._reconciled.add(job.id)
+            known = {r.file for r in self.retired}
+            for image in job.chain_before.images:
+                if image.file not in present and image.file not in known:
+                    self.retired.append(retire(image, job.type))
+
+    # -- guest I/O and verification ---------------------------------------------------------
+    def write(self, device: str, offset: int | str, length: int | str, pattern: int = 0xCD) -> None:
+        """Write as the guest would, through the device's own backend (HMP ``qemu-io -d``)."""
+        command = f"write -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
+        self._guest_io(device, command, "wrote")
+
+    def read_matches(self, device: str, offset: int | str, length: int | str, pattern: int) -> bool:
+        """Read through the device inside QEMU; True when the range holds ``pattern``."""
+        command = f"read -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
+        return "Pattern verification failed" not in self._guest_io(device, command, "read")
+
+    def _guest_io(self, device: str, command: str, success: str) -> str:
+        if self.process is None:
+            raise Error(
+                f"guest I/O on '{device}' needs a QEMU launched by a Lab",
+                "HMP qemu-io prints its result on QEMU's stdout, which only the Lab captures",
+                "launch the QEMU with lab.launch()",
+            )
+        self.process.new_stdout()
+        reply = self.hmp(f'qemu-io -d /machine/peripheral/{device}/virtio-backend "{command}"')
+        if reply.strip():
+            raise Error(f"qemu-io '{command}' on '{device}' was refused", reply.strip(), "check the device name")
+        deadline = time.monotonic() + 5
+        text = ""
+        while time.monotonic() < deadline:
+            text += self.process.new_stdout()
+            if success in text or "failed" in text or "error" in text.lower():
+                break
+            time.sleep(0.01)
+        if success not in text:
+            raise Error(
+                f"qemu-io '{command}' on '{device}' failed",
+                text.strip() or "QEMU printed nothing",
+                "check the offset and length against the disk size",
+            )
+        return text
+
+    def flush(self) -> None:
+        """Make the files on disk tell the truth: ``stop`` drains and flushes every node."""
+        running = self.session.execute("query-status", record=False).get("running", False)
+        self.session.execute("stop", record=False)
+        if running:
+            self.session.execute("cont", record=False)
+
+    def verify(self, expected: list[tuple[int | str, int | str, int]], image: str | Path | None = None) -> bool:
+        """Flush, then check that each ``(offset, length, pattern)`` reads back from the active image's chain."""
+        self.flush()
+        path = self.host_path(image or self.chain().active.file)
+        return all(images.read_matches(path, offset, length, pattern) for offset, length, pattern in expected)
+
+    def compare(self, other: str | Path) -> images.Comparison:
+        """Flush, then ``qemu-img compare`` the guest view with another image."""
+        self.flush()
+        return images.compare(self.host_path(self.chain().active.file), self.host_path(other))
+
+    def host_path(self, file: str | Path) -> Path:
+        """Where a file name as QEMU knows it (maybe relative to its working folder) lies on this host."""
+        path = Path(file)
+        return path if path.is_absolute() or self.cwd is None else self.cwd / path
+
+    # -- history and lifecycle --------------------------------------------------------------
+    @property
+    def history(self) -> pd.DataFrame:
+        """Every command sent by the user: time, name, arguments, duration, outcome."""
+        return self.session.history.frame()
+
+    def quit(self, timeout: float = 5.0) -> None:
+        """End QEMU in order: QMP ``quit``, then SIGTERM, then SIGKILL."""
+        if self.alive():
+            with contextlib.suppress(Error):  # QEMU may close the socket before it answers
+                self.session.execute("quit", timeout=timeout)
+        self.session.close()
+        if self.process is not None and not self.process.wait_exit(timeout):
+            self.process.terminate()
+
+
+def _job_ends(job_type: str, arguments: dict, chain: Chain) -> tuple[str | None, str | None]:
+    """Which node a job reads from and which it writes to, for the diagram."""
+    device = arguments.get("device")
+    top = chain.find(device).label if device and chain.find(device) else chain.active.label
+    if job_type == "stream":
+        below = chain.below(top)
+        return (below[0].label if below else None), top
+    if job_type == "commit":
+        source = arguments.get("top-node") or arguments.get("top") or top
+        base = arguments.get("base-node") or arguments.get("base") or chain.base.label
+        return source, base
+    return top, arguments.get("target")
+
+
+def _target_image(target: str, nodes: dict[str, dict]) -> Image:
+    """A job target outside the chain, as an Image (a node, or a file not yet opened)."""
+    if target in nodes:
+        return image_from_node(nodes[target])
+    return Image(file=target, format="?", virtual_size=0)
