@@ -356,6 +356,7 @@ def image_from_node(node: dict, device: str | None = None) -> Image:
             busy=b.get("busy", False),
         )
         for b in node.get("dirty-bitmaps", [])
+        if "name" in b  # a running mirror's own bitmap has no name
     )
     return Image(
         file=node["file"],

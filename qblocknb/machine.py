@@ -56,7 +56,7 @@ class Machine:
         self.listeners: list = []  # callables(event dict), called on the session thread
         self.retired: list[RetiredImage] = []
         self._jobs: dict[str, Job] = {}
-        self._reconciled: set[str] = set()
+        self._reconciled: set[Job] = set()  # jobs, not ids: the seed reuses job0
         self._commands: set[str] | None = None
         self._arg_names: dict[str, set[str]] | None = None
         self._sampler: asyncio.Future | None = None
@@ -269,9 +269,9 @@ class Machine:
         """Remember images that ended jobs removed from the chain, with the seed's rule."""
         present = set(chain.files)
         for job in self.job_list:
-            if not job.ended or job.id in self._reconciled or job.chain_before is None:
+            if not job.ended or job in self._reconciled or job.chain_before is None:
                 continue
-            self._reconciled.add(job.id)
+            self._reconciled.add(job)
             known = {r.file for r in self.retired}
             for image in job.chain_before.images:
                 if image.file not in present and image.file not in known:

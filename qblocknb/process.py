@@ -32,7 +32,8 @@ def kvm_usable() -> bool:
 
 
 def accel_args(accel: str | None) -> list[str]:
-    """``-accel`` options: the one asked for, or KVM with TCG as fallback, or TCG alone."""
+    """``-accel`` options: the one asked for, else ``$QBLOCKNB_ACCEL`` (``tcg`` acts like Binder), else KVM or TCG."""
+    accel = accel or os.environ.get("QBLOCKNB_ACCEL")
     if accel:
         return ["-accel", accel]
     return ["-accel", "kvm", "-accel", "tcg"] if kvm_usable() else ["-accel", "tcg"]
