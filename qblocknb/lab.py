@@ -145,7 +145,7 @@ class Lab:
 
     def close(self) -> None:
         """End every QEMU this lab started; remove the folder if the lab made it."""
-        Lab._end_all(self.machines)
+        self._finalizer()  # runs _end_all once; a later garbage collection finds nothing to do
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self._temporary:
