@@ -13,7 +13,7 @@ The public names are the ones the tutorials use::
 """
 
 from .chain import Bitmap, Chain, ChainDiff, Image, JobInfo, RetiredImage
-from .errors import CommandError, Error, InputError, JobError, QEMUGone, Timeout, ToolError
+from .errors import CommandError, Error, InputError, JobError, QEMUGone, Timeout, ToolError, UnknownCommand
 from .jobs import Job
 from .lab import Lab, connect
 from .machine import Machine
@@ -35,6 +35,7 @@ __all__ = [
     "RetiredImage",
     "Timeout",
     "ToolError",
+    "UnknownCommand",
     "connect",
 ]
 __version__ = "0.1.0"

@@ -29,6 +29,10 @@ class InputError(Error):
     """An argument was refused before anything was sent to QEMU."""
 
 
+class UnknownCommand(InputError, AttributeError):
+    """A QMP command this QEMU does not have; also an AttributeError so ``hasattr(vm, ...)`` works."""
+
+
 class CommandError(Error):
     """QEMU answered a command with an error; its class and description are kept."""
 

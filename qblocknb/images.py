@@ -75,6 +75,11 @@ def info_chain(path: Path) -> list[dict]:
     return data if isinstance(data, list) else [data]
 
 
+def allocation_map(path: Path) -> list[dict]:
+    """``qemu-img map --output=json``: which ranges hold data, and at which depth of the chain."""
+    return json.loads(run("qemu-img", "map", "-U", "--output=json", str(path), what=f"mapping {path.name}"))
+
+
 def compare(first: Path, second: Path, strict: bool = False) -> Comparison:
     """Compare the guest-visible contents of two images (with their backing chains)."""
     args = ["compare", "-U"] + (["-s"] if strict else []) + [str(first), str(second)]

@@ -303,6 +303,12 @@ class Job:
 
     # -- verbs ------------------------------------------------------------------------------
     def _verb(self, verb: str, command: str, arguments: dict) -> None:
+        if self.status not in VERB_STATES[verb] and self.ended:
+            raise JobError(
+                f"cannot {verb} job '{self.id}'",
+                f"it has already ended ({self.outcome})",
+                "look at job.events to see how, or start a new job",
+            )
         if self.status not in VERB_STATES[verb]:
             accepted = ", ".join(sorted(VERB_STATES[verb]))
             raise JobError(

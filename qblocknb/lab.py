@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
+import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
-from . import images
+from . import images, loop
 from .chain import Chain
 from .errors import Error, InputError
 from .machine import Machine
@@ -88,6 +91,10 @@ class Lab:
         """The on-disk chain under ``name``."""
         return Chain.from_image_info(self.info(name))
 
+    def map(self, name: str) -> list[dict]:
+        """``qemu-img map`` as data: ranges with ``data``, ``zero`` and ``depth`` (0 is the image itself)."""
+        return images.allocation_map(self._existing(name))
+
     def compare(self, first: str, second: str, strict: bool = False) -> images.Comparison:
         """``qemu-img compare``: True when the guest would read the same bytes."""
         return images.compare(self._existing(first), self._existing(second), strict)
@@ -116,14 +123,19 @@ class Lab:
         accel: str | None = None,
         fmt: str | None = None,
         name: str | None = None,
+        wrapper: Sequence[str] = (),
     ) -> Machine:
-        """Start a QEMU with ``image`` as ``node_name`` on virtio-blk device ``virtio0``, paused (``-S``)."""
+        """Start a QEMU with ``image`` as ``node_name`` on virtio-blk device ``virtio0``, paused (``-S``).
+
+        ``wrapper`` prefixes the command line, e.g. ``["ip", "netns", "exec", "ns1"]`` to start QEMU inside a
+        network namespace (the QMP socket is a file, so it is reached from any namespace).
+        """
         path = self._existing(image)
         number = len(self.machines)
         name = name or f"qemu{number}"
         socket = self._socket_path(f"{name}.sock")
         socket.unlink(missing_ok=True)
-        args = command_line(path, node_name, fmt or images.detect_format(path), socket, incoming, accel)
+        args = [*wrapper, *command_line(path, node_name, fmt or images.detect_format(path), socket, incoming, accel)]
         process = QemuProcess(args, cwd=self.path, log_stem=self.path / name)
         session = Session(socket, name=name, gone=lambda what: None if process.alive() else process.gone_error(what))
         try:
@@ -153,6 +165,9 @@ class Lab:
 
     @staticmethod
     def _end_all(machines: list[Machine]) -> None:
+        if loop.in_loop_thread():  # a garbage collection on the event thread: quit from elsewhere
+            threading.Thread(target=Lab._end_all, args=(machines,), daemon=False).start()
+            return
         for machine in machines:
             try:
                 machine.quit(timeout=3)
@@ -162,14 +177,20 @@ class Lab:
 
 
 def connect(socket_path: str | Path, timeout: float = 15.0) -> Machine:
-    """Attach to a QEMU someone else started with ``-qmp unix:PATH,server=on,wait=off``."""
+    """Attach to a QEMU someone else started with ``-qmp unix:PATH,server=on,wait=off``.
+
+    A QEMU that is still starting gets ``timeout`` seconds to create its socket.
+    """
     path = Path(socket_path)
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     if not path.exists():
         raise InputError(
             f"cannot connect to {path}",
-            "no such socket",
+            f"no such socket appeared within {timeout:g} s",
             "start QEMU with -qmp unix:PATH,server=on,wait=off and pass that PATH",
         )
     session = Session(path, name=path.stem)
-    session.connect(timeout)
+    session.connect(max(deadline - time.monotonic(), 1.0))
     return Machine(session)

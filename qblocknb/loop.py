@@ -9,7 +9,9 @@ events keep arriving.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -26,10 +28,39 @@ def background_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
+            loop.set_exception_handler(_quiet_lost_connections)
             thread = threading.Thread(target=loop.run_forever, name="qblocknb-qmp", daemon=True)
             thread.start()
             _loop = loop
         return _loop
+
+
+def _shutdown() -> None:
+    """At exit, cancel what still runs on the loop (event pumps, samplers) and stop it quietly."""
+    loop = _loop
+    if loop is None or not loop.is_running():
+        return
+
+    async def cancel_others() -> None:
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(cancel_others(), loop).result(2)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+atexit.register(_shutdown)
+
+
+def _quiet_lost_connections(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """A QEMU that dies leaves qemu.qmp's reader with an EOF nobody awaits; the session reports it instead."""
+    if isinstance(context.get("exception"), (EOFError, ConnectionError)):
+        return
+    loop.default_exception_handler(context)
 
 
 def in_loop_thread() -> bool:

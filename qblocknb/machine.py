@@ -22,7 +22,7 @@ import pandas as pd
 from . import images, loop
 from .chain import Chain, Image, RetiredImage, image_from_node, retire
 from .checks import check_job
-from .errors import Error, InputError, QEMUGone
+from .errors import Error, InputError, QEMUGone, UnknownCommand
 from .jobs import JOB_COMMANDS, Job
 from .process import QemuProcess
 from .qmpshell import parse_line
@@ -100,10 +100,16 @@ class Machine:
     def has_command(self, name: str) -> bool:
         return name in self.commands
 
+    def accepts(self, command: str, argument: str) -> bool:
+        """True when QEMU's schema lists ``argument`` for ``command``: feature detection without version numbers."""
+        return argument in self._argument_names(command)
+
     def execute(
         self, command: str, arguments: dict | None = None, /, *, timeout: float | None = None, **kwargs: Any
     ) -> Any:
         """Send any QMP command; keyword names use ``_`` for ``-``. Job commands return a Job."""
+        if command not in self.commands:
+            raise self._unknown(command)
         merged = dict(arguments or {})
         merged.update(self._qmp_arguments(command, kwargs))
         if command in JOB_COMMANDS:
@@ -125,9 +131,14 @@ class Machine:
         for command in (name.replace("_", "-"), name):
             if command in self.commands:
                 return partial(self.execute, command)
-        close = difflib.get_close_matches(name.replace("_", "-"), sorted(self.commands), n=3)
-        raise AttributeError(
-            f"QEMU has no command '{name.replace('_', '-')}'" + (f"; did you mean {', '.join(close)}?" if close else "")
+        raise self._unknown(name.replace("_", "-"))
+
+    def _unknown(self, command: str) -> UnknownCommand:
+        close = difflib.get_close_matches(command, sorted(self.commands), n=3)
+        return UnknownCommand(
+            f"QEMU has no command '{command}'",
+            "query-commands does not list it",
+            f"did you mean {', '.join(close)}?" if close else "see vm.commands for the full list",
         )
 
     def __dir__(self) -> list[str]:
@@ -157,6 +168,19 @@ class Machine:
 
     # -- jobs -------------------------------------------------------------------------------
     def _start_job(self, command: str, arguments: dict) -> Job:
+        job = self.expect_job(command, arguments)
+        try:
+            self.session.execute(command, arguments)
+        except Exception:
+            self.forget_job(job)
+            raise
+        return job
+
+    def expect_job(self, command: str, arguments: dict) -> Job:
+        """Check and register the Job that ``command`` is about to start (a transaction starts several at once).
+
+        Fills in ``job-id`` when missing; call ``forget_job`` if the command is then refused.
+        """
         job_type = JOB_COMMANDS[command]
         arguments.setdefault("job-id", self._next_job_id())
         chain = self.chain()
@@ -167,15 +191,16 @@ class Machine:
         job = Job(self, arguments["job-id"], command, arguments, chain, source, target)
         with self._lock:
             self._jobs[job.id] = job
-        try:
-            self.session.execute(command, arguments)
-        except Exception:
-            with self._lock:
-                self._jobs.pop(job.id, None)
-            raise
         self.job_list.append(job)
         self._ensure_sampler()
         return job
+
+    def forget_job(self, job: Job) -> None:
+        """Drop a registered Job whose command QEMU refused."""
+        with self._lock:
+            self._jobs.pop(job.id, None)
+        with contextlib.suppress(ValueError):
+            self.job_list.remove(job)
 
     def _next_job_id(self) -> str:
         used = {job.id for job in self.job_list}

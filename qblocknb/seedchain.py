@@ -11,6 +11,7 @@ guest reads through the whole chain::
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from .lab import Lab
@@ -64,8 +65,9 @@ def build_seed_chain(lab: Lab, size: str = "64M", accel: str | None = None) -> M
     lab.create(base.file, size=size)
     lab.write(base.file, base.offset, base.length, pattern=base.pattern)
     vm = lab.launch(base.file, node_name=base.node_name, accel=accel)
-    for below, layer in zip(LAYERS, LAYERS[1:]):
-        vm.blockdev_snapshot_sync(node_name=below.node_name, snapshot_file=layer.file,
-                                  snapshot_node_name=layer.node_name, format="qcow2")
+    for below, layer in itertools.pairwise(LAYERS):
+        vm.blockdev_snapshot_sync(
+            node_name=below.node_name, snapshot_file=layer.file, snapshot_node_name=layer.node_name, format="qcow2"
+        )
         vm.write("virtio0", layer.offset, layer.length, pattern=layer.pattern)
     return vm

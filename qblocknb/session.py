@@ -64,11 +64,15 @@ class Session:
                 raise error
             if self.socket_path.exists():
                 try:
-                    loop.run(self._client.connect(str(self.socket_path)), timeout=5)
+                    remaining = max(deadline - time.monotonic(), 0.1)
+                    loop.run(self._client.connect(str(self.socket_path)), timeout=remaining)
+                except Exception as exc:  # the socket may exist before QEMU listens on it
+                    last = str(exc) or type(exc).__name__
+                    with contextlib.suppress(Exception):
+                        loop.run(self._client.disconnect(), timeout=5)
+                else:
                     self._pump = loop.submit(self._pump_events())
                     return
-                except Exception as exc:  # the socket may exist before QEMU listens on it
-                    last = str(exc)
             time.sleep(0.05)
         raise Timeout(
             f"connecting to QMP at {self.socket_path} did not succeed within {timeout:.0f} s",
@@ -81,9 +85,12 @@ class Session:
         return self._client.runstate == Runstate.RUNNING
 
     def close(self) -> None:
-        """Disconnect; safe to call twice and on a dead QEMU."""
-        with contextlib.suppress(Exception):  # already gone: nothing left to close
-            loop.run(self._client.disconnect(), timeout=5)
+        """Disconnect; safe to call twice, on a dead QEMU, and from the event thread."""
+        if loop.in_loop_thread():  # waiting here would block the loop on itself
+            loop.submit(self._client.disconnect())
+        else:
+            with contextlib.suppress(Exception):  # already gone: nothing left to close
+                loop.run(self._client.disconnect(), timeout=5)
         if self._pump is not None:
             self._pump.cancel()
 

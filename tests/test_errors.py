@@ -1,0 +1,138 @@
+"""Bad input and dead QEMUs: a sentence every time, never a hang, and the session stays usable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import qblocknb as qb
+from qblocknb.process import command_line
+
+
+def assert_usable(vm: qb.Machine) -> None:
+    assert vm.query_block_jobs() == []
+    assert str(vm.chain()) == "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda vm: vm.block_stream(device="node-X"), qb.InputError, ["'node-X'", "node-A, node-B, node-C, node-D"]),
+        (lambda vm: vm.block_stream(device="node-B", base_node="node-C"), qb.InputError, ["not below", "node-A"]),
+        (lambda vm: vm.block_commit(device="node-D", top_node="node-A"), qb.InputError, ["base image"]),
+        (
+            lambda vm: vm.drive_mirror(device="node-D", target="e.qcow2", sync="everything"),
+            qb.InputError,
+            ["'everything'", "full, top, none"],
+        ),
+        (
+            lambda vm: vm.drive_backup(device="node-D", target="no/such/folder/e.qcow2", sync="full"),
+            qb.InputError,
+            ["folder", "does not exist"],
+        ),
+        (
+            lambda vm: vm.blockdev_backup(device="node-D", target="node-Z", sync="full"),
+            qb.InputError,
+            ["'node-Z'", "blockdev_add"],
+        ),
+        (lambda vm: vm.block_stremm(device="node-D"), qb.UnknownCommand, ["block-stremm", "block-stream"]),
+        (lambda vm: vm.execute("query-nothing"), qb.UnknownCommand, ["query-nothing"]),
+        (lambda vm: vm.shell("block-stream device"), qb.InputError, ["key=value"]),
+        (lambda vm: vm.block_dirty_bitmap_add(node="node-Q", name="b0"), qb.CommandError, ["node-Q", "GenericError"]),
+        (lambda vm: vm.write("virtio9", 0, "64k"), qb.Error, ["virtio9"]),
+    ],
+    ids=[
+        "unknown-node",
+        "base-above-top",
+        "commit-top-is-base",
+        "bad-sync",
+        "missing-folder",
+        "missing-target",
+        "unknown-method",
+        "unknown-command",
+        "shell-syntax",
+        "qemu-refusal",
+        "unknown-device",
+    ],
+)
+def test_bad_input_is_a_sentence_and_nothing_breaks(seed_vm, call, error, words):
+    sent_before = len(seed_vm.history)
+    with pytest.raises(error) as caught:
+        call(seed_vm)
+    text = str(caught.value)
+    assert text.endswith(".") and "\n" not in text and "Traceback" not in text
+    for word in words:
+        assert word in text
+    if error is qb.InputError or error is qb.UnknownCommand:
+        assert len(seed_vm.history) == sent_before, "nothing is sent when the check fails"
+    assert_usable(seed_vm)
+
+
+def test_qemu_killed_during_a_job_is_reported(seed_vm):
+    job = seed_vm.drive_mirror(device="node-D", target="e.qcow2", sync="full", format="qcow2", speed=64 << 10)
+    os.kill(seed_vm.pid, signal.SIGKILL)
+    with pytest.raises(qb.QEMUGone, match=r"no longer running.*signal 9"):
+        job.wait(timeout=60)
+    with pytest.raises(qb.QEMUGone, match="launch a new one"):
+        seed_vm.query_block_jobs()
+
+
+def test_connect_attaches_to_a_qemu_started_elsewhere(lab):
+    lab.create("a.qcow2", size="16M")
+    lab.write("a.qcow2", 0, "1M", pattern=0x11)
+    socket = lab.path / "external.sock"
+    args = command_line(lab.file("a.qcow2"), "node-A", "qcow2", socket, None, None)
+    process = subprocess.Popen(args, cwd=lab.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline_vm = qb.connect(socket)
+        assert str(deadline_vm.chain()) == "[a.qcow2]"
+        deadline_vm.blockdev_snapshot_sync(
+            node_name="node-A", snapshot_file="b.qcow2", snapshot_node_name="node-B", format="qcow2"
+        )
+        assert str(deadline_vm.chain()) == "[a.qcow2] <-- [b.qcow2]"
+        deadline_vm.flush()
+        assert lab.read_matches("b.qcow2", 0, "1M", 0x11)
+        process.kill()
+        process.wait()
+        with pytest.raises(qb.QEMUGone):
+            deadline_vm.query_status()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_connect_to_a_missing_socket_says_how(tmp_path):
+    with pytest.raises(qb.InputError, match="server=on,wait=off"):
+        qb.connect(tmp_path / "nothing.sock", timeout=0.5)
+
+
+def test_lab_close_ends_every_qemu(tmp_path):
+    lab = qb.Lab(tmp_path / "lab")
+    machines = []
+    for number in range(2):
+        lab.create(f"disk{number}.qcow2", size="16M")
+        machines.append(lab.launch(f"disk{number}.qcow2"))
+    pids = [vm.pid for vm in machines]
+    lab.close()
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text().lower()
+
+
+def test_a_qemu_that_cannot_start_is_explained(lab):
+    lab.create("a.qcow2", size="16M")
+    with pytest.raises(qb.QEMUGone, match="no longer running"):
+        lab.launch("a.qcow2", accel="no-such-accelerator")
+
+
+def test_missing_image_and_missing_size_are_explained(lab):
+    with pytest.raises(qb.InputError, match="does not exist"):
+        lab.launch("missing.qcow2")
+    with pytest.raises(qb.InputError, match="needs a size"):
+        lab.create("x.qcow2")
+    with pytest.raises(qb.InputError, match="not understood"):
+        lab.create("x.qcow2", size="lots")

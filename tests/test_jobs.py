@@ -1,0 +1,88 @@
+"""Job lifecycle: timelines, event sequences, and verbs refused in the states where QEMU refuses them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import qblocknb as qb
+from qblocknb.seedchain import expected_view
+
+
+def wait_for_status(job: qb.Job, status: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while job.status != status:
+        assert time.monotonic() < deadline, f"job stayed {job.status}, never {status}"
+        time.sleep(0.01)
+
+
+def test_speed_limited_job_has_a_timeline_and_the_whole_status_sequence(seed_vm):
+    job = seed_vm.block_stream(device="node-D", job_id="job0", speed=2 << 20)
+    job.wait(timeout=60)
+    timeline = job.timeline
+    assert len(timeline) >= 20, "a job of about a second is sampled often enough to draw a curve"
+    assert timeline["offset"].is_monotonic_increasing
+    assert timeline["t"].is_monotonic_increasing
+    assert timeline["status"].iloc[-1] in ("concluded", "null") and timeline["offset"].iloc[-1] == job.length
+    assert (timeline["speed"].iloc[:-1] == 2 << 20).all()
+    statuses = list(job.events["status"].dropna())
+    assert statuses == ["created", "running", "waiting", "pending", "concluded", "null"]
+    assert job.events["time"].is_monotonic_increasing
+    assert seed_vm.verify(expected_view("ABCD"))
+    row = seed_vm.jobs.iloc[0]
+    assert row["id"] == "job0" and row["outcome"] == "completed" and row["bytes"] == job.length
+
+
+def test_verbs_follow_qemus_state_rules(seed_vm, lab):
+    job = seed_vm.drive_mirror(
+        device="node-D", target="e.qcow2", sync="full", format="qcow2", job_id="job0", speed=64 << 10
+    )
+    wait_for_status(job, "running")
+    with pytest.raises(qb.JobError, match="only once the job is ready"):
+        job.complete()
+    with pytest.raises(qb.JobError, match="concluded"):
+        job.dismiss()
+    with pytest.raises(qb.JobError, match="was not paused"):
+        job.resume()
+    job.pause()
+    wait_for_status(job, "paused")
+    with pytest.raises(qb.JobError, match="paused"):
+        job.wait(timeout=30)
+    job.resume()
+    wait_for_status(job, "running")
+    job.set_speed(0)
+    job.wait_ready(timeout=60)
+    with pytest.raises(qb.JobError, match="ready and will not end"):
+        job.wait(timeout=30)
+    job.complete().wait(timeout=60)
+    with pytest.raises(qb.JobError, match="already ended"):
+        job.cancel()
+    assert str(seed_vm.chain()) == "[e.qcow2]"
+    assert seed_vm.verify(expected_view("ABCD"))
+    assert list(job.events["status"].dropna())[:4] == ["created", "running", "paused", "running"]
+
+
+def test_manual_finalize_and_dismiss(seed_vm):
+    job = seed_vm.block_stream(device="node-D", job_id="job0", auto_finalize=False, auto_dismiss=False)
+    wait_for_status(job, "pending")
+    with pytest.raises(qb.JobError, match="finalize"):
+        job.wait(timeout=30)
+    assert str(seed_vm.chain()) == "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]", "not switched before finalize"
+    job.finalize()
+    wait_for_status(job, "concluded")
+    assert job.wait(timeout=30).outcome == "completed"
+    job.dismiss()
+    wait_for_status(job, "null")
+    assert str(seed_vm.chain()) == "[d.qcow2]"
+    assert seed_vm.verify(expected_view("ABCD"))
+
+
+def test_job_ids_are_given_when_missing(seed_vm):
+    first = seed_vm.block_stream(device="node-C", base_node="node-A")
+    first.wait(timeout=60)
+    second = seed_vm.block_stream(device="node-D")
+    second.wait(timeout=60)
+    assert (first.id, second.id) == ("job0", "job1")
+    assert list(seed_vm.jobs["id"]) == ["job0", "job1"]
+    assert seed_vm.verify(expected_view("ABCD"))
