@@ -1,0 +1,104 @@
+"""Graphviz HTML-like labels for images, retired images and job arrows.
+
+Everything that comes from QEMU is escaped, so a file name such as
+``nbd:localhost:10809:exportname=x`` or ``json:{...}`` can never break the diagram::
+
+    >>> from qblocknb.chain import Image
+    >>> label = image_label(Image("b.qcow2", "qcow2", 64 << 20, 1 << 20, node_name="node-B"))
+    >>> "b.qcow2" in label and "node-B · qcow2" in label and "64 MiB virtual · 1 MiB allocated" in label
+    True
+    >>> job_caption(JobInfo("job0", "stream", "running", 1 << 20, 4 << 20))
+    'job0 · stream · running · 25%'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from ..chain import Bitmap, Image, JobInfo, RetiredImage, display_name
+from ..sizes import human_size
+from . import style
+
+
+def _row(text: str, size: int = 11, colour: str | None = None, bold: bool = False) -> str:
+    body = escape(text)
+    if bold:
+        body = f"<B>{body}</B>"
+    colour_attr = f' COLOR="{colour}"' if colour else ""
+    return f'<TR><TD><FONT POINT-SIZE="{size}"{colour_attr}>{body}</FONT></TD></TR>'
+
+
+def sizes_text(image: Image) -> str:
+    """``64 MiB virtual · 1.25 MiB allocated`` (``?`` when QEMU did not say)."""
+    if not image.virtual_size and image.allocated_size is None:
+        return "not opened yet"
+    virtual = human_size(image.virtual_size) if image.virtual_size else "?"
+    allocated = human_size(image.allocated_size) if image.allocated_size is not None else "?"
+    return f"{virtual} virtual · {allocated} allocated"
+
+
+def details_text(image: Image) -> str:
+    """``node-B · qcow2``: the node name (when QEMU has one) and the format."""
+    return " · ".join(part for part in (image.node_name, image.format if image.format != "?" else None) if part)
+
+
+def bitmap_text(bitmap: Bitmap) -> str:
+    """``bm0 · 64 KiB dirty`` plus ``disabled``/``busy``/``persistent`` when they apply."""
+    flags = [name for name, on in (("disabled", not bitmap.recording), ("busy", bitmap.busy)) if on]
+    flags += ["persistent"] if bitmap.persistent else []
+    return " · ".join([bitmap.name or "(anonymous)", f"{human_size(bitmap.dirty_bytes)} dirty", *flags])
+
+
+def _badges(bitmaps: Sequence[Bitmap]) -> str:
+    cells = "".join(
+        f'<TD BGCOLOR="{style.BITMAP_FILL}" STYLE="rounded" BORDER="1" COLOR="#c4a000">'
+        f'<FONT POINT-SIZE="9">⚑ {escape(bitmap_text(b))}</FONT></TD>'
+        for b in bitmaps
+    )
+    return f'<TR><TD><TABLE BORDER="0" CELLSPACING="3" CELLPADDING="2"><TR>{cells}</TR></TABLE></TD></TR>'
+
+
+def image_label(
+    image: Image,
+    tags: Sequence[tuple[str, str]] = (),
+    note: tuple[str, str] | None = None,
+    muted: bool = False,
+) -> str:
+    """A node label: basename, node name and format, sizes, then tags (text, colour), bitmaps and a note."""
+    ink = style.MUTED if muted else None
+    rows = [_row(image.name, 12, ink, bold=True)]
+    if details_text(image):
+        rows.append(_row(details_text(image), 10, ink))
+    rows.append(_row(sizes_text(image), 9, style.MUTED))
+    rows += [_row(text, 10, colour, bold=True) for text, colour in tags]
+    if image.bitmaps:
+        rows.append(_badges(image.bitmaps))
+    if note:
+        rows.append(_row(note[0], 10, note[1], bold=True))
+    return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{"".join(rows)}</TABLE>>'
+
+
+def retired_label(retired: RetiredImage, colour: str) -> str:
+    """A greyed label with the seed's rule: still valid after stream, invalid after commit."""
+    rows = [
+        _row(retired.name, 12, style.MUTED, bold=True),
+        _row(" · ".join(p for p in (retired.node_name, f"left by {retired.left_by}") if p), 10, style.MUTED),
+        _row(retired.note, 10, colour, bold=True),
+    ]
+    return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{"".join(rows)}</TABLE>>'
+
+
+def job_caption(job: JobInfo) -> str:
+    """``job0 · commit · running · 42%``: what the arrow of a running job says."""
+    parts = [job.id, job.type, job.status]
+    if job.length:
+        parts.append(f"{job.offset / job.length:.0%}")
+    return " · ".join(parts)
+
+
+def flow_text(job: JobInfo) -> str:
+    """Which way data flows, in words: ``node-C → node-D``."""
+    source = display_name(job.source) if job.source else "?"
+    target = display_name(job.target) if job.target else "?"
+    return f"{source} → {target}"
