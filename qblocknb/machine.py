@@ -151,8 +151,10 @@ class Machine:
         """Map Python keywords to QMP names: ``job_id`` -> ``job-id`` unless QEMU spells it with ``_``."""
         if not kwargs:
             return {}
-        underscored = [key for key in kwargs if "_" in key]
-        known = self._argument_names(command) if underscored else set()
+        # Only commands with legacy underscore names (block_set_io_throttle, ...) have underscore arguments;
+        # asking the schema just for them keeps the common path to a plain rename.
+        legacy = "_" in command and any("_" in key for key in kwargs)
+        known = self._argument_names(command) if legacy else set()
         return {key if key in known else key.replace("_", "-"): value for key, value in kwargs.items()}
 
     def _argument_names(self, command: str) -> set[str]:

@@ -1,0 +1,39 @@
+# Two commands do the whole set-up on a fresh Debian/Ubuntu machine:
+#   make demo   system packages, .venv, then the verified demo of the seed's four operations
+#   make test   the same set-up plus test tools, then lint and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := qemu-system-x86 qemu-utils graphviz
+TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium iproute2 openssl
+
+.PHONY: demo test lab lint bench system test-system clean
+
+demo: system $(VENV)/.installed
+	$(BIN)/qblocknb demo
+
+test: test-system $(VENV)/.installed
+	$(BIN)/ruff check qblocknb tests bench tools
+	$(BIN)/ruff format --check qblocknb tests bench tools
+	$(BIN)/pytest
+
+lab: system $(VENV)/.installed
+	$(BIN)/jupyter lab notebooks/
+
+bench: system $(VENV)/.installed
+	$(BIN)/python bench/run.py
+
+system:
+	@tools/system-packages.sh $(SYSTEM_PACKAGES)
+
+test-system:
+	@tools/system-packages.sh $(TEST_SYSTEM_PACKAGES)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,137 @@
+"""Toolkit vs raw ``qemu.qmp``, and monitoring on vs off, measured side by side in one run.
+
+Variants are interleaved round by round so that drift on a shared machine hits
+all of them alike; each table reports medians and the ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+from qemu.qmp import EventListener, QMPClient
+
+import qblocknb as qb
+import qblocknb.process
+
+ROUNDS = 7
+SNAPSHOTS = [("node-A", "b.qcow2", "node-B"), ("node-B", "c.qcow2", "node-C"), ("node-C", "d.qcow2", "node-D")]
+
+
+def _fresh_base(lab: qb.Lab) -> None:
+    for name in ("a.qcow2", "b.qcow2", "c.qcow2", "d.qcow2", "e.qcow2"):
+        lab.file(name).unlink(missing_ok=True)
+    lab.create("a.qcow2", size="64M")
+    lab.write("a.qcow2", 0, "8M", pattern=0xA1)
+
+
+def workflow_toolkit(vm: qb.Machine, lab: qb.Lab) -> None:
+    """Three snapshots, a stream of everything into D, and a final query: the seed's first steps."""
+    for node, file, new in SNAPSHOTS:
+        vm.blockdev_snapshot_sync(node_name=node, snapshot_file=file, snapshot_node_name=new, format="qcow2")
+    vm.block_stream(device="node-D", job_id="job0").wait(timeout=60)
+    vm.query_block_jobs()
+
+
+async def _workflow_raw(client: QMPClient) -> None:
+    """The same steps with qemu.qmp alone: no checks, no history, no timeline."""
+    listener = EventListener(("JOB_STATUS_CHANGE",))
+    client.register_listener(listener)
+    try:
+        for node, file, new in SNAPSHOTS:
+            arguments = {"node-name": node, "snapshot-file": file, "snapshot-node-name": new, "format": "qcow2"}
+            await client.execute("blockdev-snapshot-sync", arguments)
+        await client.execute("block-stream", {"device": "node-D", "job-id": "job0"})
+        async for event in listener:
+            if event["data"]["status"] == "null":
+                break
+        await client.execute("query-block-jobs")
+    finally:
+        client.remove_listener(listener)
+
+
+def run_raw(lab: qb.Lab) -> tuple[float, int]:
+    """Start QEMU and connect outside the timing, as the toolkit variants do, then time the workflow."""
+    socket = lab.path / "raw.sock"
+    socket.unlink(missing_ok=True)
+    args = qb.process.command_line(lab.file("a.qcow2"), "node-A", "qcow2", socket, None, None)
+    process = qb.process.QemuProcess(args, cwd=lab.path, log_stem=lab.path / "raw")
+    loop = asyncio.new_event_loop()
+    client = QMPClient("raw")
+    try:
+        while not socket.exists():
+            time.sleep(0.01)
+        loop.run_until_complete(client.connect(str(socket)))
+        return _timed(lambda: loop.run_until_complete(_workflow_raw(client)))
+    finally:
+        loop.run_until_complete(client.disconnect())
+        loop.close()
+        process.terminate()
+
+
+def _timed(function: Callable[[], None]) -> tuple[float, int]:
+    tracemalloc.start()
+    started = time.perf_counter()
+    function()
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return elapsed, peak
+
+
+def bench_workflow(root: Path) -> list[dict]:
+    """Median time and Python peak memory of the seed workflow: raw qemu.qmp vs toolkit (monitoring on/off)."""
+    results: dict[str, list[tuple[float, int]]] = {"raw qemu.qmp": [], "qblocknb, monitoring on": [],
+                                                   "qblocknb, monitoring off": []}
+    with qb.Lab(root / "workflow") as lab:
+        for _ in range(ROUNDS):
+            for variant in results:
+                _fresh_base(lab)
+                if variant == "raw qemu.qmp":
+                    results[variant].append(run_raw(lab))
+                    continue
+                vm = lab.launch("a.qcow2", name=f"q{len(lab.machines)}")
+                vm.monitoring = variant.endswith("on")
+                vm.query_status()  # the command list is fetched once per machine, outside the timing
+                results[variant].append(_timed(lambda: workflow_toolkit(vm, lab)))
+                vm.quit()
+    return _table(results, "raw qemu.qmp")
+
+
+def bench_monitoring(root: Path, size_mb: int = 256) -> list[dict]:
+    """A mirror of a fully written disk: does sampling query-block-jobs every 20 ms slow the job down?"""
+    results: dict[str, list[tuple[float, int]]] = {"monitoring off": [], "monitoring on": []}
+    with qb.Lab(root / "monitoring") as lab:
+        lab.create("big.qcow2", size=f"{size_mb}M")
+        lab.write("big.qcow2", 0, f"{size_mb}M", pattern=0x5A)
+        for _ in range(ROUNDS):
+            for variant in results:
+                lab.file("copy.qcow2").unlink(missing_ok=True)
+                vm = lab.launch("big.qcow2", name=f"m{len(lab.machines)}")
+                vm.monitoring = variant == "monitoring on"
+
+                def mirror(vm: qb.Machine = vm) -> None:
+                    job = vm.drive_mirror(device="node-A", target="copy.qcow2", sync="full", format="qcow2")
+                    job.wait_ready(timeout=300)
+                    job.cancel().wait(timeout=300)
+
+                results[variant].append(_timed(mirror))
+                vm.quit()
+    return _table(results, "monitoring off")
+
+
+def _table(results: dict[str, list[tuple[float, int]]], baseline: str) -> list[dict]:
+    base_time = statistics.median(t for t, _ in results[baseline])
+    base_mem = statistics.median(m for _, m in results[baseline])
+    rows = []
+    for variant, samples in results.items():
+        median_time = statistics.median(t for t, _ in samples)
+        median_mem = statistics.median(m for _, m in samples)
+        rows.append({"variant": variant, "median ms": round(median_time * 1000, 1),
+                     "time ratio": round(median_time / base_time, 2), "Python peak KiB": round(median_mem / 1024),
+                     "memory ratio": round(median_mem / base_mem, 2), "rounds": len(samples)})
+    return rows
