@@ -85,8 +85,11 @@ def _timed(function: Callable[[], None]) -> tuple[float, int]:
 
 def bench_workflow(root: Path) -> list[dict]:
     """Median time and Python peak memory of the seed workflow: raw qemu.qmp vs toolkit (monitoring on/off)."""
-    results: dict[str, list[tuple[float, int]]] = {"raw qemu.qmp": [], "qblocknb, monitoring on": [],
-                                                   "qblocknb, monitoring off": []}
+    results: dict[str, list[tuple[float, int]]] = {
+        "raw qemu.qmp": [],
+        "qblocknb, monitoring on": [],
+        "qblocknb, monitoring off": [],
+    }
     with qb.Lab(root / "workflow") as lab:
         for _ in range(ROUNDS):
             for variant in results:
@@ -97,7 +100,7 @@ def bench_workflow(root: Path) -> list[dict]:
                 vm = lab.launch("a.qcow2", name=f"q{len(lab.machines)}")
                 vm.monitoring = variant.endswith("on")
                 vm.query_status()  # the command list is fetched once per machine, outside the timing
-                results[variant].append(_timed(lambda: workflow_toolkit(vm, lab)))
+                results[variant].append(_timed(lambda vm=vm: workflow_toolkit(vm, lab)))
                 vm.quit()
     return _table(results, "raw qemu.qmp")
 
@@ -131,7 +134,14 @@ def _table(results: dict[str, list[tuple[float, int]]], baseline: str) -> list[d
     for variant, samples in results.items():
         median_time = statistics.median(t for t, _ in samples)
         median_mem = statistics.median(m for _, m in samples)
-        rows.append({"variant": variant, "median ms": round(median_time * 1000, 1),
-                     "time ratio": round(median_time / base_time, 2), "Python peak KiB": round(median_mem / 1024),
-                     "memory ratio": round(median_mem / base_mem, 2), "rounds": len(samples)})
+        rows.append(
+            {
+                "variant": variant,
+                "median ms": round(median_time * 1000, 1),
+                "time ratio": round(median_time / base_time, 2),
+                "Python peak KiB": round(median_mem / 1024),
+                "memory ratio": round(median_mem / base_mem, 2),
+                "rounds": len(samples),
+            }
+        )
     return rows

@@ -1,6 +1,6 @@
 """Run every benchmark in one go and write docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py        (or: make bench)
+.venv/bin/python bench/run.py        (or: make bench)
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ REPORT = HERE.parent / "docs" / "benchmarks.md"
 
 def machine_line() -> str:
     qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     accel = "KVM" if kvm_usable() else "TCG"
     return f"{cpu} ({os.cpu_count()} cores), Python {platform.python_version()}, {qemu}, accelerator {accel}"
 
@@ -59,14 +65,20 @@ def main() -> None:
         "Made with `make bench` (which runs `.venv/bin/python bench/run.py`); every table comes from the same run, "
         "variants interleaved round by round, medians reported with the ratio to the first row.\n",
         f"Machine: {machine_line()}. Whole run: {time.monotonic() - started:.0f} s.\n",
-        section("Seed workflow: toolkit vs raw qemu.qmp",
-                "Three `blockdev-snapshot-sync`, a `block-stream` of the whole chain into D waited to the end, and "
-                "a `query-block-jobs`, on an 8 MiB-filled 64 MiB base (QEMU start-up not timed). The toolkit also "
-                "reads the chain before the job (pre-flight checks) and records every command; `Python peak KiB` "
-                "is tracemalloc's peak over the timed part.", workflow),
-        section("Monitoring overhead on a long job",
-                "`drive-mirror sync=full` of a fully written 256 MiB disk to READY, then cancel; "
-                "with monitoring on, `query-block-jobs` is sampled every 20 ms to build `job.timeline`.", monitoring),
+        section(
+            "Seed workflow: toolkit vs raw qemu.qmp",
+            "Three `blockdev-snapshot-sync`, a `block-stream` of the whole chain into D waited to the end, and "
+            "a `query-block-jobs`, on an 8 MiB-filled 64 MiB base (QEMU start-up not timed). The toolkit also "
+            "reads the chain before the job (pre-flight checks) and records every command; `Python peak KiB` "
+            "is tracemalloc's peak over the timed part.",
+            workflow,
+        ),
+        section(
+            "Monitoring overhead on a long job",
+            "`drive-mirror sync=full` of a fully written 256 MiB disk to READY, then cancel; "
+            "with monitoring on, `query-block-jobs` is sampled every 20 ms to build `job.timeline`.",
+            monitoring,
+        ),
         section("Rendering", "Chain to SVG with graphviz `dot`, hand-built chains of growing length.", rendering),
     ]
     REPORT.write_text("\n".join(parts))

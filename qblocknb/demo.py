@@ -82,8 +82,11 @@ def run_demo(say: Callable[[str], None] = print) -> bool:
                 after = str(vm.chain())
                 say(f"    after:  {after}")
                 if not vm.verify(expected_view("ABCD")):
-                    raise Error(f"{name} changed what the guest reads", "a pattern did not read back",
-                                "look at the QEMU log in the lab folder")
+                    raise Error(
+                        f"{name} changed what the guest reads",
+                        "a pattern did not read back",
+                        "look at the QEMU log in the lab folder",
+                    )
                 verdicts.append(Verdict(name, before, after, True, detail + "; guest data verified"))
                 jobs.append(vm.jobs)
             except Error as error:
