@@ -257,7 +257,10 @@ class StorageMigration:
             self.destination.cont()
 
     def abort(self) -> list[str]:
-        """Undo what can be undone after a failure; the source stays authoritative. Returns what was done."""
+        """Undo what can be undone after a failure; the source stays authoritative. Returns what was done.
+
+        The undone steps leave ``done``, so ``run()`` afterwards starts them again (a retry).
+        """
         undone = []
         if self.source.alive() and self.source.session.execute("query-migrate", record=False).get("status") in (
             "setup",
@@ -270,16 +273,23 @@ class StorageMigration:
         if self.job is not None and not self.job.ended:
             self.job.cancel(force=True).wait(timeout=self.timeout)
             undone.append(f"block-job-cancel force=true of {self.job.id}")
+        if self.job is not None:
+            self._undo("mirror", "wait_ready", "migrate", "wait_migrated")
         if self.server_running and self.destination.alive():
             self.destination.nbd_server_stop()
             self.server_running = False
             undone.append("nbd-server-stop on the destination")
+            self._undo("start_server", "export_target")
         return undone
+
+    def _undo(self, *methods: str) -> None:
+        self.done = [method for method in self.done if method not in methods]
 
     # -- frames -----------------------------------------------------------------------------
     @property
     def steps(self) -> pd.DataFrame:
-        """One row per step: number, name, machine, command, started, duration_s, outcome."""
+        """One row per step run (a retried step appears again): number in the plan, name, machine, command,
+        started, duration_s, outcome."""
         return pd.DataFrame(list(self._rows), columns=STEP_COLUMNS)
 
     @property
@@ -342,7 +352,7 @@ class StorageMigration:
         plan = {entry[0]: entry for entry in PLAN}.get(method, (method, machine, command, what))
         machine, command, what = machine or plan[1], command or plan[2], what or plan[3]
         row = {
-            "step": len(self._rows) + 1,
+            "step": _number(method),
             "name": what,
             "machine": machine,
             "command": command,
@@ -373,11 +383,10 @@ class StorageMigration:
                 authority(migrated, "cont" in self.done),
             ]
         )
-        number = next((i for i, entry in enumerate(PLAN, 1) if entry[0] == method), 0)
         return MigrationError(
             self,
             method,
-            f"live storage migration stopped at step {number} ({command} on the {machine})",
+            f"live storage migration stopped at step {_number(method)} ({command} on the {machine})",
             f"{diagnosis.why} ({cause})",
             f"{diagnosis.todo}. Now {states}; error.migration.abort() cancels the mirror and stops the NBD server",
         )
@@ -390,6 +399,11 @@ class StorageMigration:
         for listener in list(self.listeners):
             with contextlib.suppress(Exception):  # a broken view must not break the migration
                 listener(self, dict(row))
+
+
+def _number(method: str) -> int:
+    """A step's number in the plan (loading TLS credentials comes first, as step 0)."""
+    return next((number for number, entry in enumerate(PLAN, 1) if entry[0] == method), 0)
 
 
 def _export_command(destination: Machine, choice: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import qblocknb as qb
-from qblocknb.migration import StorageMigration, launch_destination, migrate_storage
+from qblocknb.migration import PLAN, StorageMigration, launch_destination, migrate_storage
 from qblocknb.seedchain import LAYERS, expected_view
 from qblocknb.tls import make_credentials
 
@@ -131,6 +131,7 @@ def test_migration_moves_disk_and_guest_including_writes_during_the_mirror(lab, 
 
     assert status_at_write in ("created", "running"), "the first write landed before the mirror was READY"
     assert list(migration.steps["command"]) == SEED_COMMANDS
+    assert list(migration.steps["step"]) == list(range(1, 10))
     assert set(migration.steps["outcome"]) == {"ok"}
     assert [row["outcome"] for row in seen] == ["running", "ok"] * len(SEED_COMMANDS)
     assert job.outcome == "completed" and job.ready
@@ -178,10 +179,13 @@ def test_read_only_export_is_explained_then_a_retry_succeeds(lab):
     assert "step 3 (drive-mirror on the source)" in text
     assert "the destination exports 'node-TargetDisk' read-only" in text and "writable=true" in text
     assert "exports node-TargetDisk, NBD server running" in text
-    assert error.migration.abort() == ["nbd-server-stop on the destination"]
+    migration = error.migration
+    assert migration.abort() == ["nbd-server-stop on the destination"] and migration.done == []
 
-    retry = migrate_storage(source, destination)
-    assert set(retry.steps["outcome"]) == {"ok"}
+    migration.writable = True
+    migration.run()  # the retry starts again from the NBD server
+    assert list(migration.steps["command"]) == SEED_COMMANDS[:3] + SEED_COMMANDS
+    assert list(migration.steps["outcome"])[2].startswith("failed") and migration.done == [m for m, *_ in PLAN]
     destination.flush()
     assert lab.compare("d.qcow2", "target-disk.qcow2")
     assert str(destination.chain()) == DESTINATION and destination.verify(expected_view("ABCD"))
@@ -223,6 +227,28 @@ def test_tls_refuses_plain_clients_and_carries_the_migration(lab, tmp_path: Path
     migration.run()
     assert set(migration.steps["outcome"]) == {"ok"}
     assert list(migration.steps["command"]) == ["object-add", *SEED_COMMANDS]
+    assert list(migration.steps["step"]) == list(range(10)), "loading the credentials is step 0"
     destination.flush()
     assert lab.compare("d.qcow2", "target-disk.qcow2")
     assert destination.verify(expected_view("ABCD"))
+
+
+def test_view_draws_both_chains_and_every_step(lab):
+    from qblocknb.migrationview import MigrationView
+
+    source = seed_source(lab)
+    destination = launch_destination(lab, source)
+    migration = StorageMigration(source, destination)
+    view = MigrationView(migration)
+    try:
+        assert view.steps.value.count("·") == len(SEED_COMMANDS), "every step is still to come"
+        migration.run()
+        assert view.steps.value.count("✓") == len(SEED_COMMANDS)
+        assert all(f"<code>{command}</code>" in view.steps.value for command in SEED_COMMANDS)
+        assert view.mirror.children[0].job is migration.job
+        assert str(view.source.refresh()) == SEED and str(view.destination.refresh()) == DESTINATION
+        assert "<svg" in view.source.svg and "target&#45;disk.qcow2" in view.destination.svg
+    finally:
+        view.close()
+    destination.flush()
+    assert lab.compare("d.qcow2", "target-disk.qcow2")
