@@ -107,8 +107,11 @@ class IncrementalBackup:
         return pd.DataFrame(rows, columns=COLUMNS)
 
     # -- the cycle --------------------------------------------------------------------------
-    def full(self) -> Backup:
-        """The full backup and the bitmap that records changes after it, in one transaction."""
+    def full(self, inject_error: dict | None = None) -> Backup:
+        """The full backup and the bitmap that records changes after it, in one transaction.
+
+        ``inject_error`` rehearses a failure, as for ``incremental``; the bitmap then goes too, for a clean retry.
+        """
         if self.backups:
             raise InputError(
                 "this cycle already has its full backup",
@@ -121,7 +124,7 @@ class IncrementalBackup:
                 "a new cycle starts its own bitmap at the instant of its full backup",
                 f"pick another bitmap= or remove it with qb.bitmaps.remove(vm, '{self.node}', '{self.bitmap}')",
             )
-        target = self._target(0, None, None)
+        target = self._target(0, None, inject_error)
         steps = [
             actions.bitmap_add(self.node, self.bitmap, self.granularity, self.persistent or None),
             actions.blockdev_backup(self.node, target, sync="full"),
