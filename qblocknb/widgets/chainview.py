@@ -1,0 +1,86 @@
+"""``ChainView(vm)``: the chain diagram, redrawn by itself after every command and every job event.
+
+Events only poke the view's ``Refresher``; its worker thread asks QEMU for
+the chain and sets the ``HTML`` value.  The last change stays highlighted:
+new images in green, re-pointed arrows in orange.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from html import escape
+
+import ipywidgets as widgets
+
+from ..chain import Chain
+from ..errors import Error
+from .html import diagram_html, error_html
+from .refresher import Refresher
+
+
+class ChainView(widgets.VBox):
+    """The live diagram of one device's chain; ``.chain`` and ``.svg`` hold what it shows."""
+
+    def __init__(self, vm, device: str | None = None, highlight: bool = True, interval: float = 0.2) -> None:
+        self.vm, self.device, self.highlight = vm, device, highlight
+        self.chain: Chain | None = None
+        self.before: Chain | None = None  # the chain before the last change, for the highlight
+        self.listeners: list[Callable[[Chain], None]] = []  # called with each new chain, on the view's thread
+        self.caption = widgets.HTML()
+        self.diagram = widgets.HTML()
+        self.status = widgets.HTML()
+        self._lock = threading.Lock()
+        super().__init__([self.caption, self.diagram, self.status])
+        self.add_class("qb-chain-view")
+        vm.listeners.append(self._on_event)
+        self.refresh()
+        self._refresher = Refresher(
+            self.refresh, signature=self._signature, finished=lambda: not vm.alive(), interval=interval
+        )
+
+    @property
+    def svg(self) -> str:
+        """The SVG on show (empty before the first drawing)."""
+        return self.diagram.value
+
+    def refresh(self) -> Chain | None:
+        """Ask QEMU for the chain and redraw; errors show under the diagram, which keeps its last picture."""
+        with self._lock:
+            try:
+                chain = self.vm.chain(self.device)
+            except Error as error:
+                self.status.value = error_html(error)
+                return None
+            if self.chain is not None and chain.diff(self.chain):
+                self.before = self.chain
+            changed = chain.diff(self.before) if self.before is not None else None
+            self.caption.value = f"<code>{escape(str(chain))}</code>" + (
+                f' <span style="color:#4e9a06">(last change: {escape(str(changed))})</span>' if changed else ""
+            )
+            self.diagram.value = diagram_html(chain, diff_from=self.before if self.highlight else None)
+            self.chain = chain  # last, so that whoever sees the new chain also sees its picture
+            self.status.value = ""
+        for listener in list(self.listeners):
+            listener(chain)
+        return chain
+
+    def poke(self) -> None:
+        """Redraw soon, from the view's own thread."""
+        self._refresher.poke()
+
+    def close(self) -> None:
+        if self._on_event in self.vm.listeners:
+            self.vm.listeners.remove(self._on_event)
+        self._refresher.close()
+        super().close()
+
+    def _on_event(self, _event: dict) -> None:
+        self._refresher.poke()  # on the event thread: QMP calls are not allowed here
+
+    def _signature(self) -> Hashable:
+        """Changes after any command and any job step of 5 %; costs no QMP call."""
+        records = self.vm.session.history.records
+        last = records[-1].outcome if records else None
+        jobs = tuple((job.id, job.status, int(job.progress * 20)) for job in self.vm.job_list)
+        return len(records), last, jobs

@@ -1,0 +1,38 @@
+"""Small HTML pieces the widgets put in their ``HTML`` values: errors, code, diagrams.
+
+>>> error_html(ValueError("no such node"))
+'<div class="qb-error" style="color:#a40000">⚠ no such node</div>'
+>>> code_html('{"execute": "stop"}')
+'<pre class="qb-code" style="margin:2px 0">{&quot;execute&quot;: &quot;stop&quot;}</pre>'
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from ..chain import Chain
+from ..errors import ToolError
+from ..render import svg, text
+
+
+def error_html(error: BaseException | str) -> str:
+    """An error as one red sentence."""
+    return f'<div class="qb-error" style="color:#a40000">⚠ {escape(str(error))}</div>'
+
+
+def note_html(message: str, colour: str = "#555753") -> str:
+    return f'<div class="qb-note" style="color:{colour}">{escape(message)}</div>'
+
+
+def code_html(source: str) -> str:
+    return f'<pre class="qb-code" style="margin:2px 0">{escape(source)}</pre>'
+
+
+def diagram_html(chain: Chain, caption: str = "", **options) -> str:
+    """The chain as inline SVG; as text plus the install line when graphviz's dot is missing."""
+    try:
+        body = svg(chain, **options)
+    except ToolError as error:
+        body = code_html(text(chain, **options)) + note_html(str(error))
+    title = f'<div class="qb-caption" style="font-weight:bold">{escape(caption)}</div>' if caption else ""
+    return f'<div class="qb-diagram" style="overflow-x:auto">{title}{body}</div>'

@@ -1,0 +1,190 @@
+"""``JobMonitor(job)``: a job's progress, rate and verbs, live.
+
+The monitor listens to the job (on the event thread) and only sets traits
+there: the bar, the texts, which buttons are enabled.  The progress plot is
+drawn by matplotlib on the monitor's own thread.  A button is enabled only
+in the states where QEMU accepts its verb (``qblocknb.jobs.VERB_STATES``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from html import escape
+
+import ipywidgets as widgets
+
+from ..errors import Error
+from ..jobs import VERB_STATES, Job
+from ..plots import figure_png, plot_timeline
+from ..sizes import human_size
+from .html import error_html, note_html
+from .refresher import Refresher
+
+VERBS = ("complete", "cancel", "pause", "resume")
+SPEEDS = (64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20)
+OUTCOME_COLOURS = {"completed": "#4e9a06", "cancelled": "#c17d11", "failed": "#a40000"}
+RATE_WINDOW = 1.5
+MIN_UPDATE = 0.1
+
+
+def speed_options(current: int) -> list[tuple[str, int]]:
+    """The slider's stops, slow to fast, then unlimited; the job's own speed is always one of them."""
+    speeds = sorted(set(SPEEDS) | ({current} if current else set()))
+    return [(f"{human_size(n)}/s", n) for n in speeds] + [("unlimited", 0)]
+
+
+def allowed_verbs(job: Job) -> dict[str, bool]:
+    """Which buttons QEMU would accept now; pause/resume also follow whether the user paused the job."""
+    status = job.status
+    return {
+        "complete": status in VERB_STATES["complete"],
+        "cancel": status in VERB_STATES["cancel"],
+        "pause": status in VERB_STATES["pause"] and not job.user_paused,
+        "resume": status in VERB_STATES["resume"] and (job.user_paused or bool(job.io_error)),
+        "set-speed": status in VERB_STATES["set-speed"],
+    }
+
+
+class JobMonitor(widgets.VBox):
+    """Progress bar, status, bytes, rate, speed slider, verb buttons and a live progress plot of one job."""
+
+    def __init__(self, job: Job, plot: bool = True, plot_interval: float = 1.0) -> None:
+        self.job = job
+        flow = f"{job.source or '?'} → {job.target or '?'}"
+        self.title = widgets.HTML(f"<b>{escape(job.id)}</b> · {escape(job.type)} ({escape(job.command)}) · {flow}")
+        self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="320px"))
+        self.status = widgets.HTML()
+        self.numbers = widgets.HTML()
+        self.speed = widgets.SelectionSlider(
+            options=speed_options(job.speed),
+            value=job.speed,
+            description="speed limit",
+            continuous_update=False,
+            style={"description_width": "initial"},
+        )
+        self.buttons = {verb: widgets.Button(description=verb.title(), layout={"width": "90px"}) for verb in VERBS}
+        self.buttons["complete"].button_style = "success"
+        self.buttons["cancel"].button_style = "warning"
+        self.error = widgets.HTML()
+        self.plot = widgets.Image(format="png", layout={"max_width": "640px"})
+        self._rates: deque[tuple[float, int]] = deque()
+        self._last_update = 0.0
+        self._last_status = ""
+        self._quiet = False
+        self._lock = threading.Lock()
+        for verb, button in self.buttons.items():
+            button.on_click(lambda _button, verb=verb: self.press(verb))
+        self.speed.observe(self._speed_changed, "value")
+        children = [
+            self.title,
+            widgets.HBox([self.bar, self.status]),
+            self.numbers,
+            widgets.HBox([*self.buttons.values(), self.speed]),
+            self.error,
+        ]
+        super().__init__(children + ([self.plot] if plot else []))
+        self.add_class("qb-job-monitor")
+        job.listeners.append(self._on_job)
+        self.update()
+        self._plotter = (
+            Refresher(
+                self._draw_plot,
+                signature=lambda: (job.status, job.offset, job.length),
+                finished=lambda: job.ended,
+                interval=plot_interval,
+                gap=plot_interval,
+                name=f"qblocknb-plot-{job.id}",
+            )
+            if plot
+            else None
+        )
+
+    # -- state -> traits --------------------------------------------------------------------
+    def update(self) -> None:
+        """Set every trait from the job's state; cheap, safe on any thread."""
+        job = self.job
+        with self._lock:
+            now = time.monotonic()
+            self._rates.append((now, job.offset))
+            while len(self._rates) > 2 and now - self._rates[0][0] > RATE_WINDOW:
+                self._rates.popleft()
+            self._last_update, self._last_status = now, job.status
+            self.bar.value = job.progress
+            self.bar.bar_style = {"completed": "success", "cancelled": "warning", "failed": "danger"}.get(
+                job.outcome or "", "info" if job.status == "ready" else ""
+            )
+            self.status.value = self._status_html()
+            self.numbers.value = self._numbers_html()
+            allowed = allowed_verbs(job)
+            for verb, button in self.buttons.items():
+                button.disabled = not allowed[verb]
+            self.speed.disabled = not allowed["set-speed"]
+            if job.speed != self.speed.value:  # changed from the notebook with job.set_speed()
+                self._quiet = True
+                try:
+                    self.speed.options = speed_options(job.speed)
+                    self.speed.value = job.speed
+                finally:
+                    self._quiet = False
+
+    def _status_html(self) -> str:
+        job = self.job
+        text = f"<b>{escape(job.status)}</b> · {job.progress:.0%}"
+        if job.status == "ready":
+            text += " · waiting for Complete (pivot) or Cancel"
+        if job.io_error:
+            text += f" · {escape(job.io_error)}"
+        if job.outcome:
+            colour = OUTCOME_COLOURS.get(job.outcome, "#2e3436")
+            text += f' · <span style="color:{colour}">{escape(job.outcome)}</span>'
+        return text
+
+    def _numbers_html(self) -> str:
+        job = self.job
+        parts = [f"{human_size(job.offset)} of {human_size(job.length)}"]
+        (t0, first), (t1, last) = self._rates[0], self._rates[-1]
+        if not job.ended and t1 > t0:
+            parts.append(f"{human_size(max(last - first, 0) / (t1 - t0))}/s")
+        parts.append(f"limit {human_size(job.speed)}/s" if job.speed else "no speed limit")
+        if job.error:
+            parts.append(f'<span style="color:#a40000">{escape(job.error)}</span>')
+        return " · ".join(parts)
+
+    def _on_job(self, job: Job) -> None:
+        """On the event thread: throttle progress samples, never drop a status change."""
+        if job.status == self._last_status and time.monotonic() - self._last_update < MIN_UPDATE:
+            return
+        self.update()
+
+    def _draw_plot(self) -> None:
+        figure = plot_timeline(self.job, panels=("progress", "throughput"), figsize=(6.4, 2.8))
+        self.plot.value = figure_png(figure, dpi=72)
+
+    # -- user -> QEMU ----------------------------------------------------------------------
+    def press(self, verb: str) -> None:
+        """What a button does; refused verbs show a sentence and send nothing."""
+        try:
+            getattr(self.job, verb)()
+        except Error as error:
+            self.error.value = error_html(error)
+        else:
+            self.error.value = note_html(f"{verb} sent")
+        self.update()
+
+    def _speed_changed(self, change: dict) -> None:
+        if self._quiet:
+            return
+        try:
+            self.job.set_speed(change["new"])
+        except Error as error:
+            self.error.value = error_html(error)
+        self.update()
+
+    def close(self) -> None:
+        if self._on_job in self.job.listeners:
+            self.job.listeners.remove(self._on_job)
+        if self._plotter is not None:
+            self._plotter.close()
+        super().close()

@@ -1,0 +1,222 @@
+"""The widgets against a real QEMU, without a browser: click, then watch the traits change.
+
+Views refresh on their own threads, so the tests wait for a trait with a
+bounded poll (``wait_for``) instead of asserting after a fixed delay.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from html import unescape
+
+import pytest
+
+import qblocknb as qb
+from qblocknb.seedchain import expected_view
+from qblocknb.widgets import ChainView, Console, Dashboard, JobMonitor
+
+SEED = "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll until ``condition()`` holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def enabled(monitor: JobMonitor) -> set[str]:
+    return {verb for verb, button in monitor.buttons.items() if not button.disabled}
+
+
+def view_text(view: ChainView) -> str:
+    return unescape(view.svg)
+
+
+@pytest.fixture
+def dashboard(seed_vm):
+    board = Dashboard(seed_vm)
+    yield board
+    board.close()
+
+
+def test_a_snapshot_form_previews_then_runs_and_the_view_redraws(dashboard, seed_vm):
+    form = dashboard.forms["blockdev-snapshot-sync"]
+    assert form.error.value == ""
+    assert '"snapshot-file": "e.qcow2"' in unescape(form.command_view.value)
+    assert "(QEMU) blockdev-snapshot-sync node-name=node-D snapshot-file=e.qcow2" in unescape(form.command_view.value)
+    preview = unescape(form.preview.value)
+    assert "e.qcow2" in preview and "new" in preview  # drawn before Run
+    before = dashboard.chain_view.svg
+    assert str(dashboard.chain_view.chain) == SEED
+
+    form.run_button.click()
+
+    wait_for(lambda: "e.qcow2" in view_text(dashboard.chain_view), "the chain view to show e.qcow2")
+    assert dashboard.chain_view.svg != before
+    assert str(dashboard.chain_view.chain) == f"{SEED} <-- [e.qcow2]"
+    assert "active layer · virtio0" in view_text(dashboard.chain_view)
+    assert str(seed_vm.chain()) == f"{SEED} <-- [e.qcow2]"
+    assert seed_vm.verify(expected_view("ABCD"))
+    assert form.fields["snapshot-file"].value == "f.qcow2"  # ready for the next one
+    assert form.fields["node-name"].value == "node-E"
+
+
+def test_a_stream_form_starts_a_job_that_gets_a_monitor(dashboard, seed_vm):
+    form = dashboard.forms["block-stream"]
+    form.fields["device"].value = "node-D"
+    form.fields["base-node"].value = "node-A"
+    assert "[a.qcow2] <-- [d.qcow2]" in unescape(form.preview.value) or "re-pointed" in unescape(form.preview.value)
+    form.run_button.click()
+    job = form.result
+    assert isinstance(job, qb.Job)
+    wait_for(lambda: job in dashboard.monitors, "a monitor for the stream")
+    job.wait()
+    wait_for(lambda: "retired:node-B" in view_text(dashboard.chain_view), "the retired images in the view")
+    assert str(seed_vm.chain()) == "[a.qcow2] <-- [d.qcow2]"
+    assert "still valid" in view_text(dashboard.chain_view)
+    assert seed_vm.verify(expected_view("ABCD"))
+    monitor = dashboard.monitors[job]
+    wait_for(lambda: "completed" in monitor.status.value, "the monitor to show the outcome")
+    assert enabled(monitor) == set() and monitor.speed.disabled
+    wait_for(lambda: bytes(monitor.plot.value).startswith(b"\x89PNG"), "the progress plot")
+    wait_for(lambda: "block-stream" in dashboard.history.value, "the history frame")
+
+
+def test_complete_on_an_active_commit_pivots(dashboard, seed_vm):
+    form = dashboard.forms["block-commit"]
+    assert (form.fields["device"].value, form.fields["top-node"].value, form.fields["base-node"].value) == (
+        "node-D",
+        "node-D",
+        "node-A",
+    )
+    form.fields["speed"].value = "64k"  # 3 MiB at 64 KiB/s: running long enough to look at
+    form.run_button.click()
+    job = form.result
+    wait_for(lambda: job in dashboard.monitors, "a monitor for the commit")
+    monitor = dashboard.monitors[job]
+    wait_for(lambda: job.status == "running" and enabled(monitor) == {"cancel", "pause"}, "running buttons")
+    assert not monitor.speed.disabled
+
+    sent = len(seed_vm.history)
+    monitor.buttons["complete"].click()  # what a disabled button would do if clicked anyway
+    assert "complete is accepted only once the job is ready" in monitor.error.value
+    assert len(seed_vm.history) == sent
+
+    monitor.buttons["pause"].click()
+    wait_for(lambda: job.status == "paused" and enabled(monitor) == {"cancel", "resume"}, "paused buttons")
+    monitor.buttons["resume"].click()
+    wait_for(lambda: "pause" in enabled(monitor), "the job to run again")
+    monitor.speed.value = 0  # the slider: unlimited
+    wait_for(lambda: job.status == "ready" and enabled(monitor) == {"complete", "cancel", "pause"}, "ready buttons")
+    assert "waiting for Complete" in monitor.status.value
+
+    monitor.buttons["complete"].click()
+    job.wait()
+    assert job.outcome == "completed"
+    assert str(seed_vm.chain()) == "[a.qcow2]"
+    assert seed_vm.chain().active.device == "virtio0"
+    assert seed_vm.verify(expected_view("ABCD"))
+    wait_for(lambda: str(dashboard.chain_view.chain) == "[a.qcow2]", "the view to show the pivot")
+    shown = view_text(dashboard.chain_view)
+    assert "active layer · virtio0" in shown and "invalid: do not use" in shown
+    wait_for(lambda: enabled(monitor) == set(), "every button disabled once the job ended")
+
+
+BAD_VALUES = [
+    ("block-stream", "speed", "fast", "size 'fast' is not understood"),
+    ("block-stream", "job-id", " ", "the job id is empty"),
+    ("blockdev-snapshot-sync", "snapshot-node-name", "node-B", "'node-B' is already taken"),
+    ("blockdev-snapshot-sync", "node-name", "node-B", "not the active layer"),
+    ("block-commit", "device", "node-C", "QEMU wants the root node"),
+    ("drive-mirror", "target", "missing/e.qcow2", "does not exist"),
+    ("drive-backup", "sync", "incremental", "needs a bitmap"),
+]
+
+
+def test_a_bad_value_shows_a_sentence_and_sends_nothing(dashboard, seed_vm):
+    for command, field, value, message in BAD_VALUES:
+        form = dashboard.forms[command]
+        good = form.fields[field].value
+        form.fields[field].value = value
+        assert message in unescape(form.error.value), command
+        assert form.preview.value == "" and form.command_view.value == ""
+        sent = len(seed_vm.history)
+        form.run_button.click()
+        assert message in unescape(form.error.value)
+        assert form.result is None
+        assert len(seed_vm.history) == sent
+        form.fields[field].value = good
+        assert form.error.value == "" and form.preview.value, f"{command} recovers once {field} is {good!r}"
+    assert str(seed_vm.chain()) == SEED
+
+
+def test_the_blockdev_variants_offer_nodes_outside_the_chain(dashboard, seed_vm, lab):
+    form = dashboard.forms["drive-backup"]
+    dashboard.tabs.selected_index = list(dashboard.forms).index("drive-backup")
+    form.variant.value = "blockdev-backup"
+    assert "needs a target node" in unescape(form.error.value)
+    lab.create("e.qcow2", size="64M")
+    seed_vm.blockdev_add(driver="qcow2", node_name="node-E", file={"driver": "file", "filename": "e.qcow2"})
+    wait_for(lambda: "node-E" in form.fields["target-node"].options[0][1], "node-E in the target dropdown")
+    form.fields["target-node"].value = "node-E"
+    assert "(QEMU) blockdev-backup device=node-D target=node-E sync=full" in unescape(form.command_view.value)
+    form.run_button.click()
+    form.result.wait()
+    assert seed_vm.verify(expected_view("ABCD"), image="e.qcow2")
+    assert str(seed_vm.chain()) == SEED
+
+
+def test_the_view_redraws_after_commands_typed_in_the_notebook(seed_vm):
+    view = ChainView(seed_vm)
+    try:
+        seed_vm.blockdev_snapshot_sync(
+            node_name="node-D", snapshot_file="e.qcow2", snapshot_node_name="node-E", format="qcow2"
+        )
+        wait_for(lambda: "image:node-E" in view_text(view), "the new overlay in the view")
+        assert "new" in view_text(view)  # the last change stays highlighted
+        job = seed_vm.block_stream(device="node-E", job_id="job0", speed=64 << 10)
+        wait_for(lambda: "job:job0" in view_text(view), "the job's arrow")
+        job.set_speed(0)
+        job.wait()
+        wait_for(lambda: str(view.chain) == "[e.qcow2]", "the streamed chain")
+        assert seed_vm.verify(expected_view("ABCD"))
+    finally:
+        view.close()
+
+
+def test_the_console_speaks_qmp_shell_and_shows_events(seed_vm):
+    console = Console(seed_vm)
+    try:
+        assert console.run("query-block-jobs") == []
+        assert '"return": []' in unescape(console.transcript.value)
+        job = console.run("block-stream device=node-D base-node=node-B job-id=job0")
+        assert isinstance(job, qb.Job)
+        job.wait()
+        wait_for(lambda: "JOB_STATUS_CHANGE" in console.transcript.value, "events in the transcript")
+        wait_for(lambda: "BLOCK_JOB_COMPLETED" in console.transcript.value, "the completion event")
+        sent = len(seed_vm.history)
+        assert console.run("block-stream device=node-X job-id=job1") is None
+        assert "'node-X' is not in the chain" in unescape(console.transcript.value)
+        assert len(seed_vm.history) == sent
+        assert console.recall.options[1] == "block-stream device=node-X job-id=job1"
+        console.recall.value = "query-block-jobs"
+        assert console.prompt.value == "query-block-jobs"
+        assert str(seed_vm.chain()) == "[a.qcow2] <-- [b.qcow2] <-- [d.qcow2]"
+        assert seed_vm.verify(expected_view("ABCD"))
+    finally:
+        console.close()
+
+
+def test_closed_widgets_leave_no_thread_behind(seed_vm):
+    Dashboard(seed_vm).close()
+
+    def view_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("qblocknb-view")]
+
+    wait_for(lambda: not view_threads(), "the view threads to end")
