@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -83,7 +84,19 @@ def command_line(
         args += ["-incoming", incoming]
     stdbuf = shutil.which("stdbuf")
     # Line-buffer QEMU's stdout: HMP qemu-io prints its verdict there, and we read it back.
-    return [stdbuf, "-oL", *args] if stdbuf else args
+    return [*tie_to_parent(), *([stdbuf, "-oL"] if stdbuf else []), *args]
+
+
+def tie_to_parent() -> list[str]:
+    """``setpriv --pdeathsig KILL``: a QEMU whose Python dies hard (a crashed kernel) must not live on.
+
+    The signal follows the thread that started the process, so it is only set from the main thread,
+    where notebook cells run; QEMUs started from other threads rely on the Lab's orderly end.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "KILL", "--"]
 
 
 class QemuProcess:

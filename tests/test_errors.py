@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,22 @@ def test_missing_image_and_missing_size_are_explained(lab):
         lab.create("x.qcow2")
     with pytest.raises(qb.InputError, match="not understood"):
         lab.create("x.qcow2", size="lots")
+
+
+def test_a_python_that_dies_hard_takes_its_qemu_along(tmp_path):
+    """A crashed kernel runs no atexit handlers; QEMU must still not outlive it."""
+    script = (
+        "import os, qblocknb as qb\n"
+        f"lab = qb.Lab({str(tmp_path / 'lab')!r})\n"
+        "lab.create('a.qcow2', size='16M')\n"
+        "print(lab.launch('a.qcow2').pid, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    pid = int(done.stdout.split()[0])
+    status = Path(f"/proc/{pid}/status")
+    for _ in range(500):
+        if not status.exists() or "zombie" in status.read_text().lower():
+            break
+        time.sleep(0.01)
+    assert not status.exists() or "zombie" in status.read_text().lower(), f"QEMU {pid} outlived its Python"
