@@ -48,8 +48,21 @@ def job_frame(job: Job, origin: float | None = None) -> pd.DataFrame:
     offset = pd.to_numeric(frame["offset"], errors="coerce").ffill()
     length = pd.to_numeric(frame["len"], errors="coerce").ffill()
     frame["done %"] = (100 * offset / length.where(length > 0)).clip(upper=100)
-    frame["MiB/s"] = (offset.diff() / frame["t"].diff()).clip(lower=0).rolling(5, min_periods=1).mean() / MiB
+    frame["MiB/s"] = _rate(frame["t"], offset) / MiB
     return frame
+
+
+def _rate(seconds: pd.Series, offset: pd.Series, window: str = "500ms") -> pd.Series:
+    """Bytes per second over the last ``window``: QEMU copies in bursts, so sample-to-sample rates spike."""
+    if seconds.empty:
+        return pd.Series(dtype=float)
+    index = pd.to_timedelta(seconds.to_numpy(), unit="s")
+    t = pd.Series(seconds.to_numpy(), index=index)
+    done = pd.Series(offset.to_numpy(dtype=float), index=index)
+    elapsed = (t - t.rolling(window).min()).to_numpy()
+    copied = (done - done.rolling(window).min()).to_numpy()
+    rate = pd.Series(copied, index=seconds.index).div(pd.Series(elapsed, index=seconds.index).where(elapsed > 0))
+    return rate.fillna(0.0)
 
 
 def status_runs(frame: pd.DataFrame) -> list[tuple[str, float, float]]:
@@ -111,7 +124,7 @@ def _status(ax, frames: dict[str, pd.DataFrame]) -> None:
         bars = [(start, max(end - start, 1e-3)) for _, start, end in runs]
         colours = [STATUS_COLOURS.get(status, "#eeeeec") for status, _, _ in runs]
         ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=colours)
-        seen.update({status: STATUS_COLOURS.get(status, "#eeeeec") for status, _, _ in runs})
+        seen.update({status: STATUS_COLOURS.get(status, "#eeeeec") for status, start, end in runs if end > start})
     ax.set_yticks(range(len(frames)), list(frames))
     ax.set_ylim(-0.6, max(len(frames), 1) - 0.4)
     ax.set_ylabel("status")

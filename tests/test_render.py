@@ -9,9 +9,8 @@ from html import unescape
 import pytest
 
 import qblocknb as qb
-from qblocknb import render
 from qblocknb.chain import Bitmap, Chain, Image, JobInfo, RetiredImage
-from qblocknb.render import style
+from qblocknb.render import dot_available, png, render, save, style, svg, text
 from qblocknb.seedchain import expected_view
 
 MiB = 1 << 20
@@ -36,27 +35,27 @@ def seed_chain(**extra) -> Chain:
 
 def svg_of(chain: Chain, **options) -> str:
     """The SVG with graphviz's entities undone (it writes ``-`` as ``&#45;``)."""
-    return unescape(render.svg(chain, **options))
+    return unescape(svg(chain, **options))
 
 
-def element(svg: str, element_id: str) -> str:
+def element(document: str, element_id: str) -> str:
     """The ``<g id=...>`` group of one node or edge."""
-    match = re.search(rf'<g id="{re.escape(element_id)}" class="(?:node|edge)">(.*?)</g>', svg, re.S)
+    match = re.search(rf'<g id="{re.escape(element_id)}" class="(?:node|edge)">(.*?)</g>', document, re.S)
     assert match, f"no element {element_id} in the SVG"
     return match.group(1)
 
 
-def x_of(svg: str, element_id: str) -> float:
+def x_of(document: str, element_id: str) -> float:
     """The x of an element's first text: its centre."""
-    return float(re.search(r'<text[^>]* x="([\d.-]+)"', element(svg, element_id)).group(1))
+    return float(re.search(r'<text[^>]* x="([\d.-]+)"', element(document, element_id)).group(1))
 
 
 def xs_of(points: str) -> list[float]:
     return [float(point.split(",")[0]) for point in points.split()]
 
 
-def right_edge(svg: str, element_id: str) -> float:
-    return max(xs_of(re.search(r'<path[^>]* d="M([^"]*)"', element(svg, element_id)).group(1).replace("C", " ")))
+def right_edge(document: str, element_id: str) -> float:
+    return max(xs_of(re.search(r'<path[^>]* d="M([^"]*)"', element(document, element_id)).group(1).replace("C", " ")))
 
 
 def arrowhead_x(edge: str) -> float:
@@ -66,42 +65,42 @@ def arrowhead_x(edge: str) -> float:
 
 # -- hand-built chains --------------------------------------------------------------------------
 def test_labels_name_each_image_by_file_node_format_and_sizes():
-    svg = svg_of(seed_chain())
-    b = element(svg, "image:node-B")
-    for text in ("b.qcow2", "node-B · qcow2", "64 MiB virtual · 2 MiB allocated"):
-        assert text in b
-    assert "node&#45;B" in render.svg(seed_chain())  # graphviz's own escaping of '-'
+    picture = svg_of(seed_chain())
+    b = element(picture, "image:node-B")
+    for line in ("b.qcow2", "node-B · qcow2", "64 MiB virtual · 2 MiB allocated"):
+        assert line in b
+    assert "node&#45;B" in svg(seed_chain())  # graphviz's own escaping of '-'
 
 
 def test_images_go_left_to_right_base_first_with_arrows_from_overlay_to_backing():
     chain = seed_chain()
-    svg = svg_of(chain)
-    xs = [x_of(svg, f"image:node-{letter}") for letter in "ABCD"]
+    picture = svg_of(chain)
+    xs = [x_of(picture, f"image:node-{letter}") for letter in "ABCD"]
     assert xs == sorted(xs)
     for below, above in ("AB", "BC", "CD"):  # [A] <-- [B]: the arrowhead touches the backing file
-        head = arrowhead_x(element(svg, f"backing:node-{above}"))
-        assert abs(head - right_edge(svg, f"image:node-{below}")) < 12
-    assert render.text(chain).splitlines()[0] == "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
+        head = arrowhead_x(element(picture, f"backing:node-{above}"))
+        assert abs(head - right_edge(picture, f"image:node-{below}")) < 12
+    assert text(chain).splitlines()[0] == "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
 
 
 def test_the_active_layer_is_marked_with_its_device():
-    svg = svg_of(seed_chain())
-    assert "active layer · virtio0" in element(svg, "image:node-D")
-    assert "active layer" not in element(svg, "image:node-C")
-    assert "virtio0" in element(svg, "device:virtio0")
-    assert x_of(svg, "device:virtio0") > x_of(svg, "image:node-D")
-    assert f'stroke="{style.ACTIVE_BORDER}"' in element(svg, "image:node-D")
+    picture = svg_of(seed_chain())
+    assert "active layer · virtio0" in element(picture, "image:node-D")
+    assert "active layer" not in element(picture, "image:node-C")
+    assert "virtio0" in element(picture, "device:virtio0")
+    assert x_of(picture, "device:virtio0") > x_of(picture, "image:node-D")
+    assert f'stroke="{style.ACTIVE_BORDER}"' in element(picture, "image:node-D")
 
 
 def test_dirty_bitmaps_are_badges_on_their_node():
     chain = seed_chain()
     marked = replace(chain.active, bitmaps=(Bitmap("bm0", 65536, 3 * 65536), Bitmap("bm1", 65536, recording=False)))
-    svg = svg_of(replace(chain, images=(*chain.images[:-1], marked)))
-    badges = element(svg, "image:node-D")
+    picture = svg_of(replace(chain, images=(*chain.images[:-1], marked)))
+    badges = element(picture, "image:node-D")
     assert "bm0 · 192 KiB dirty" in badges
     assert "bm1 · 0 B dirty · disabled" in badges
     assert style.BITMAP_FILL in badges
-    assert "bm0" not in element(svg, "image:node-C")
+    assert "bm0" not in element(picture, "image:node-C")
 
 
 @pytest.mark.parametrize(
@@ -112,11 +111,9 @@ def test_dirty_bitmaps_are_badges_on_their_node():
     ],
 )
 def test_a_running_job_is_an_arrow_in_the_direction_data_flows(job, source, target):
-    svg = svg_of(seed_chain(jobs=(job,)))
-    arrow = element(svg, "job:job0")
-    assert f"<title>n{'ABCD'.index(source)}&#45;&gt;n{'ABCD'.index(target)}</title>" in render.svg(
-        seed_chain(jobs=(job,))
-    )
+    picture = svg_of(seed_chain(jobs=(job,)))
+    arrow = element(picture, "job:job0")
+    assert f"<title>n{'ABCD'.index(source)}&#45;&gt;n{'ABCD'.index(target)}</title>" in svg(seed_chain(jobs=(job,)))
     caption = f"job0 · {job.type} · {job.status} · {job.offset / job.length:.0%}"
     assert caption in arrow
     assert style.job_colour(job.type) in arrow
@@ -125,20 +122,20 @@ def test_a_running_job_is_an_arrow_in_the_direction_data_flows(job, source, targ
 def test_a_mirror_target_is_drawn_outside_the_chain():
     job = JobInfo("job1", "mirror", "running", MiB, 4 * MiB, "node-D", "e.qcow2")
     chain = seed_chain(jobs=(job,), targets=(Image("e.qcow2", "qcow2", 64 * MiB, 0),))
-    svg = svg_of(chain)
-    target = element(svg, "target:e.qcow2")
+    picture = svg_of(chain)
+    target = element(picture, "target:e.qcow2")
     assert "outside the chain" in target and "e.qcow2" in target
-    assert "job1 · mirror · running · 25%" in element(svg, "job:job1")
-    assert x_of(svg, "target:e.qcow2") > x_of(svg, "image:node-D")
+    assert "job1 · mirror · running · 25%" in element(picture, "job:job1")
+    assert x_of(picture, "target:e.qcow2") > x_of(picture, "image:node-D")
 
 
 def test_a_target_nobody_opened_yet_is_still_drawn():
     job = JobInfo("job0", "mirror", "running", 0, 0, "node-D", "nbd:localhost:49153:exportname=node-TargetDisk")
-    svg = svg_of(seed_chain(jobs=(job,)))
+    picture = svg_of(seed_chain(jobs=(job,)))
     assert "nbd:localhost:49153:exportname=node-TargetDisk" in element(
-        svg, "target:nbd:localhost:49153:exportname=node-TargetDisk"
+        picture, "target:nbd:localhost:49153:exportname=node-TargetDisk"
     )
-    assert "job:job0" in svg
+    assert "job:job0" in picture
 
 
 def test_retired_images_are_greyed_with_the_seeds_rule():
@@ -147,49 +144,48 @@ def test_retired_images_are_greyed_with_the_seeds_rule():
         RetiredImage("c.qcow2", "node-C", "commit", False, "invalid: do not use"),
     )
     chain = Chain((image("a"), image("d", "a", device="virtio0")), device="virtio0", retired=retired)
-    svg = svg_of(chain)
-    valid, invalid = element(svg, "retired:node-B"), element(svg, "retired:node-C")
+    picture = svg_of(chain)
+    valid, invalid = element(picture, "retired:node-B"), element(picture, "retired:node-C")
     assert "still valid: a point in time; safe to delete or keep" in valid and "left by stream" in valid
     assert "invalid: do not use" in invalid and "left by commit" in invalid
     assert f'stroke="{style.MUTED}"' in valid and f'stroke="{style.INVALID}"' in invalid
     assert "stroke-dasharray" in valid
-    assert "left the chain" in svg
+    assert "left the chain" in picture
     assert "invalid: do not use" not in svg_of(chain, show_retired=False)
-    assert "c.qcow2 (node-C) after commit: invalid: do not use" in render.text(chain)
+    assert "c.qcow2 (node-C) after commit: invalid: do not use" in text(chain)
 
 
 def test_diff_highlights_new_images_and_repointed_arrows():
     before = seed_chain()
     a, b, c, d = before.images
     after_snapshot = Chain((a, b, c, replace(d, device=None), image("e", "d", device="virtio0")), device="virtio0")
-    svg = svg_of(after_snapshot, diff_from=before)
-    new = element(svg, "image:node-E")
+    picture = svg_of(after_snapshot, diff_from=before)
+    new = element(picture, "image:node-E")
     assert "new" in new and style.NEW in new
-    assert style.NEW not in element(svg, "image:node-D")
+    assert style.NEW not in element(picture, "image:node-D")
 
     after_commit = Chain((a, replace(d, backing_file="a.qcow2")), device="virtio0")
-    svg = svg_of(after_commit, diff_from=before)
-    arrow = element(svg, "backing:node-D")
+    picture = svg_of(after_commit, diff_from=before)
+    arrow = element(picture, "backing:node-D")
     assert "re-pointed (was c.qcow2)" in arrow and style.REPOINTED in arrow
-    assert "removed" in element(svg, "retired:node-B")  # gone, and no job said why
-    text = render.text(after_commit, diff_from=before)
-    assert " ~d.qcow2" in text
+    assert "removed" in element(picture, "retired:node-B")  # gone, and no job said why
+    assert " ~d.qcow2" in text(after_commit, diff_from=before)
 
 
 def test_awkward_names_are_escaped():
     odd = Image('json:{"driver": "qcow2", "file": "<a&b>.qcow2"}', "qcow2", MiB, node_name="node-<odd>")
-    svg = svg_of(Chain((odd,), device="virtio0"))
-    assert 'json:{"driver": "qcow2", "file": "<a&b>.qcow2"}' in svg
+    picture = svg_of(Chain((odd,), device="virtio0"))
+    assert 'json:{"driver": "qcow2", "file": "<a&b>.qcow2"}' in picture
 
 
 def test_png_and_files(tmp_path):
     chain = seed_chain()
-    assert render.png(chain).startswith(b"\x89PNG")
-    assert render.save(chain, tmp_path / "chain.svg").read_text().startswith("<svg")
-    assert render.save(chain, tmp_path / "chain.png").read_bytes().startswith(b"\x89PNG")
-    assert "digraph" in render.save(chain, tmp_path / "chain.dot").read_text()
+    assert png(chain).startswith(b"\x89PNG")
+    assert save(chain, tmp_path / "chain.svg").read_text().startswith("<svg")
+    assert save(chain, tmp_path / "chain.png").read_bytes().startswith(b"\x89PNG")
+    assert "digraph" in save(chain, tmp_path / "chain.dot").read_text()
     with pytest.raises(qb.Error, match="suffix"):
-        render.save(chain, tmp_path / "chain.jpeg")
+        save(chain, tmp_path / "chain.jpeg")
 
 
 def test_jupyter_shows_a_chain_as_its_diagram():
@@ -201,7 +197,7 @@ def test_jupyter_shows_a_chain_as_its_diagram():
 
 def test_without_dot_the_text_fallback_says_how_to_install_graphviz(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no dot to be found
-    assert not render.dot_available()
+    assert not dot_available()
     chain = seed_chain(jobs=(JobInfo("job0", "stream", "running", MiB, 4 * MiB, "node-C", "node-D"),))
     bundle = chain._repr_mimebundle_()
     assert set(bundle) == {"text/plain"}
@@ -209,28 +205,28 @@ def test_without_dot_the_text_fallback_says_how_to_install_graphviz(monkeypatch,
     assert "job0 · stream · running · 25%  node-C → node-D" in bundle["text/plain"]
     assert "sudo apt-get install graphviz" in bundle["text/plain"]
     with pytest.raises(qb.ToolError, match="sudo apt-get install graphviz"):
-        render.svg(chain)
-    assert render.render(chain).source  # building the graph needs no dot
+        svg(chain)
+    assert render(chain).source  # building the graph needs no dot
 
 
 # -- real chains from QEMU ----------------------------------------------------------------------
 def test_a_real_seed_chain(seed_vm):
     chain = seed_vm.chain()
-    svg = svg_of(chain)
-    xs = [x_of(svg, f"image:node-{letter}") for letter in "ABCD"]
+    picture = svg_of(chain)
+    xs = [x_of(picture, f"image:node-{letter}") for letter in "ABCD"]
     assert xs == sorted(xs)
-    assert "active layer · virtio0" in element(svg, "image:node-D")
+    assert "active layer · virtio0" in element(picture, "image:node-D")
     for letter in "abcd":
-        assert f"{letter}.qcow2" in element(svg, f"image:node-{letter.upper()}")
-    assert "64 MiB virtual" in element(svg, "image:node-A")
+        assert f"{letter}.qcow2" in element(picture, f"image:node-{letter.upper()}")
+    assert "64 MiB virtual" in element(picture, "image:node-A")
 
 
 def test_real_jobs_then_the_images_they_retired(seed_vm):
     vm = seed_vm
     job = vm.block_stream(device="node-C", base_node="node-A", job_id="job0", speed=64 << 10)
-    svg = svg_of(vm.chain())  # a 64 KiB/s stream of B's 1 MiB is still running
-    assert re.search("job0 · stream · (created|running)", element(svg, "job:job0"))
-    assert "<title>n1&#45;&gt;n2</title>" in render.svg(vm.chain())  # B (backing) -> C (overlay)
+    picture = svg_of(vm.chain())  # a 64 KiB/s stream of B's 1 MiB is still running
+    assert re.search("job0 · stream · (created|running)", element(picture, "job:job0"))
+    assert "<title>n1&#45;&gt;n2</title>" in svg(vm.chain())  # B (backing) -> C (overlay)
     job.set_speed(0)
     job.wait()
     assert str(vm.chain()) == "[a.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
@@ -240,7 +236,7 @@ def test_real_jobs_then_the_images_they_retired(seed_vm):
     chain = vm.chain()
     assert str(chain) == "[a.qcow2] <-- [d.qcow2]"
     assert vm.verify(expected_view("ABCD"))
-    svg = svg_of(chain)
-    assert "still valid" in element(svg, "retired:node-B")
-    assert "invalid: do not use" in element(svg, "retired:node-C")
-    assert "active layer · virtio0" in element(svg, "image:node-D")
+    picture = svg_of(chain)
+    assert "still valid" in element(picture, "retired:node-B")
+    assert "invalid: do not use" in element(picture, "retired:node-C")
+    assert "active layer · virtio0" in element(picture, "image:node-D")

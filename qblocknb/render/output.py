@@ -31,7 +31,7 @@ def _graph(chain_or_graph: Chain | graphviz.Digraph, options: dict) -> graphviz.
 
 def _pipe(graph: graphviz.Digraph, fmt: str) -> bytes:
     try:
-        return graph.pipe(format=fmt)
+        return graph.pipe(format=fmt, quiet=True)  # dot's warnings (a PNG scaled to fit) are no news to a reader
     except graphviz.ExecutableNotFound:
         raise ToolError(
             "drawing the chain needs graphviz's dot program", "dot is not installed or not on PATH", INSTALL_HINT
