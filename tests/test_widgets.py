@@ -46,6 +46,8 @@ def dashboard(seed_vm):
 
 
 def test_a_snapshot_form_previews_then_runs_and_the_view_redraws(dashboard, seed_vm):
+    stream = dashboard.forms["block-stream"]
+    stream.fields["base-node"].value = "node-B"  # a choice, which must survive the new chain
     form = dashboard.forms["blockdev-snapshot-sync"]
     assert form.error.value == ""
     assert '"snapshot-file": "e.qcow2"' in unescape(form.command_view.value)
@@ -65,6 +67,10 @@ def test_a_snapshot_form_previews_then_runs_and_the_view_redraws(dashboard, seed
     assert seed_vm.verify(expected_view("ABCD"))
     assert form.fields["snapshot-file"].value == "f.qcow2"  # ready for the next one
     assert form.fields["node-name"].value == "node-E"
+    commit = dashboard.forms["block-commit"]  # untouched: its defaults follow the new active layer
+    wait_for(lambda: commit.fields["device"].value == "node-E", "the commit form to follow the chain")
+    assert commit.fields["top-node"].value == "node-E"
+    assert stream.fields["device"].value == "node-E" and stream.fields["base-node"].value == "node-B"
 
 
 def test_a_stream_form_starts_a_job_that_gets_a_monitor(dashboard, seed_vm):

@@ -64,6 +64,7 @@ class CommandForm(widgets.VBox):
         self._filling = False
         self._stale = False
         self._shape: Hashable = None
+        self._auto: dict[str, Any] = {}  # the value each dropdown got by default, to tell it from a choice
         for field in (self.variant, *self.fields.values()):
             field.observe(self._changed, "value")
         self.run_button.on_click(lambda _button: self.run())
@@ -93,6 +94,19 @@ class CommandForm(widgets.VBox):
             self.fields["job-id"].value = next_job_id(self.vm)
 
     # -- shared -----------------------------------------------------------------------------
+    def offer(self, name: str, options: list, default: Any) -> None:
+        """New dropdown options: a value the user picked stays while it is offered; others follow ``default``."""
+        field = self.fields[name]
+        values = [value for _, value in options] if options and isinstance(options[0], tuple) else list(options)
+        current = field.value
+        picked = name in self._auto and current != self._auto[name] and current in values
+        choice = current if picked else (default if default in values else (values or [None])[0])
+        if list(field.options) != list(options):
+            field.options = options
+        field.value = choice
+        if not picked:
+            self._auto[name] = choice
+
     @property
     def command(self) -> str:
         return self.variant.value or self.commands[0]
@@ -170,9 +184,7 @@ class CommandForm(widgets.VBox):
         self.message.value = note_html(f"{self.command} sent: {what}", "#4e9a06")
         with self._quietly():
             self.after_run(result)
-            for field in self.fields.values():
-                if isinstance(field, widgets.Dropdown):
-                    field.value = None  # the next chain brings its own defaults (the new active layer)
+            self._auto = {name: field.value for name, field in self.fields.items()}  # back to defaults
         for listener in list(self.listeners):
             listener(result)
         with contextlib.suppress(Error):  # QEMU may be gone; the next refresh says so
@@ -208,15 +220,6 @@ def text(description: str, value: str = "", placeholder: str = "") -> widgets.Te
     return widgets.Text(
         value=value, description=description, placeholder=placeholder, style={"description_width": "120px"}
     )
-
-
-def set_options(field: widgets.Dropdown, options: list, default: Any) -> None:
-    """New options; keep the current value if it is still offered, else take ``default``."""
-    values = [value for _, value in options] if options and isinstance(options[0], tuple) else list(options)
-    current = field.value
-    if list(field.options) != list(options):
-        field.options = options
-    field.value = current if current in values else (default if default in values else (values or [None])[0])
 
 
 def next_job_id(vm) -> str:

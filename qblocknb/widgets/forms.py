@@ -13,7 +13,7 @@ from string import ascii_lowercase
 
 from ..chain import Chain
 from ..errors import InputError
-from .form import NONE, CommandForm, dropdown, job_arguments, next_job_id, node_options, optional, set_options, text
+from .form import NONE, CommandForm, dropdown, job_arguments, next_job_id, node_options, optional, text
 
 SAME_FORMAT = "(as the source)"
 SYNC_MODES = {"mirror": ["full", "top", "none"], "backup": ["full", "top", "none", "incremental", "bitmap"]}
@@ -56,7 +56,7 @@ class SnapshotForm(CommandForm):
         }
 
     def fill(self, chain: Chain) -> None:
-        set_options(self.fields["node-name"], node_options(chain.images), chain.active.node_name)
+        self.offer("node-name", node_options(chain.images), chain.active.node_name)
         if not self.fields["snapshot-file"].value:
             self.after_run(None)
 
@@ -87,9 +87,9 @@ class StreamForm(CommandForm):
         return {"device": dropdown("device"), "base-node": dropdown("base-node"), **_job_fields(self.vm)}
 
     def fill(self, chain: Chain) -> None:
-        set_options(self.fields["device"], node_options(chain.images[1:]), chain.active.node_name)
+        self.offer("device", node_options(chain.images[1:]), chain.active.node_name)
         below = chain.below(self.fields["device"].value or chain.active.label)
-        set_options(self.fields["base-node"], [(f"{NONE}: stream all", NONE), *node_options(below)], NONE)
+        self.offer("base-node", [(f"{NONE}: stream all", NONE), *node_options(below)], NONE)
         _fresh_job_id(self)
 
     def arguments(self) -> dict:
@@ -115,10 +115,10 @@ class CommitForm(CommandForm):
         }
 
     def fill(self, chain: Chain) -> None:
-        set_options(self.fields["device"], node_options(chain.images), chain.active.node_name)
-        set_options(self.fields["top-node"], node_options(chain.images[1:]), chain.active.node_name)
+        self.offer("device", node_options(chain.images), chain.active.node_name)
+        self.offer("top-node", node_options(chain.images[1:]), chain.active.node_name)
         below = chain.below(self.fields["top-node"].value or chain.active.label)
-        set_options(self.fields["base-node"], node_options(below), chain.base.node_name)
+        self.offer("base-node", node_options(below), chain.base.node_name)
         _fresh_job_id(self)
 
     def arguments(self) -> dict:
@@ -149,9 +149,9 @@ class _CopyForm(CommandForm):
         return self.command.startswith("drive-")
 
     def fill(self, chain: Chain) -> None:
-        set_options(self.fields["device"], node_options(chain.images), chain.active.node_name)
+        self.offer("device", node_options(chain.images), chain.active.node_name)
         others = node_options(chain.other_nodes)
-        set_options(self.fields["target-node"], others or [("no other node: add one with blockdev-add", NONE)], None)
+        self.offer("target-node", others or [("no other node: add one with blockdev-add", NONE)], None)
         for name in ("target", "format", "mode"):
             self.fields[name].layout.display = None if self.by_file else "none"
         self.fields["target-node"].layout.display = "none" if self.by_file else None
@@ -213,7 +213,7 @@ class BackupForm(_CopyForm):
         super().fill(chain)
         device = chain.find(self.fields["device"].value or chain.active.label)
         bitmaps = [b.name for b in device.bitmaps if b.name] if device else []
-        set_options(self.fields["bitmap"], [NONE, *bitmaps], NONE)
+        self.offer("bitmap", [NONE, *bitmaps], NONE)
 
     def arguments(self) -> dict:
         arguments = super().arguments()
