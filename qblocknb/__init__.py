@@ -10,32 +10,77 @@ The public names are the ones the tutorials use::
                               snapshot_node_name="node-B", format="qcow2")
     job = vm.block_stream(device="node-B", job_id="job0")
     job.wait()
+
+The widgets, plots and the migration view load ipywidgets and matplotlib, so
+they are imported on first use: ``qb.widgets.Dashboard(vm)``, ``qb.plot_timeline(job)``.
 """
 
+import importlib
+from typing import Any
+
+from . import actions, bitmaps, incremental, tls
+from .actions import run as transaction
 from .chain import Bitmap, Chain, ChainDiff, Image, JobInfo, RetiredImage
 from .errors import CommandError, Error, InputError, JobError, QEMUGone, Timeout, ToolError, UnknownCommand
+from .incremental import Backup, IncrementalBackup
 from .jobs import Job
 from .lab import Lab, connect
 from .machine import Machine
+from .migration import MigrationError, StorageMigration, launch_destination, migrate_storage
+from .predict import Prediction, predict
+from .render import render
+
+_LAZY = {
+    "widgets": ("qblocknb.widgets", None),
+    "plot_timeline": ("qblocknb.plots", "plot_timeline"),
+    "MigrationView": ("qblocknb.migrationview", "MigrationView"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the heavy parts (ipywidgets, matplotlib) only when they are first used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'qblocknb' has no attribute '{name}'")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
+
 
 __all__ = [
+    "Backup",
     "Bitmap",
     "Chain",
     "ChainDiff",
     "CommandError",
     "Error",
     "Image",
+    "IncrementalBackup",
     "InputError",
     "Job",
     "JobError",
     "JobInfo",
     "Lab",
     "Machine",
+    "MigrationError",
+    "MigrationView",
+    "Prediction",
     "QEMUGone",
     "RetiredImage",
+    "StorageMigration",
     "Timeout",
     "ToolError",
     "UnknownCommand",
+    "actions",
+    "bitmaps",
     "connect",
+    "incremental",
+    "launch_destination",
+    "migrate_storage",
+    "plot_timeline",
+    "predict",
+    "render",
+    "tls",
+    "transaction",
+    "widgets",
 ]
 __version__ = "0.1.0"

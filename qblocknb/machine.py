@@ -21,9 +21,9 @@ import pandas as pd
 
 from . import images, loop
 from .chain import Chain, Image, RetiredImage, image_from_node, retire
-from .checks import check_job
 from .errors import Error, InputError, QEMUGone, UnknownCommand
 from .jobs import JOB_COMMANDS, Job
+from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
 from .session import Session
@@ -114,6 +114,8 @@ class Machine:
         merged.update(self._qmp_arguments(command, kwargs))
         if command in JOB_COMMANDS:
             return self._start_job(command, merged)
+        if command == SNAPSHOT:
+            self._check_against_chain(command, merged)
         return self.session.execute(command, merged, timeout=timeout)
 
     def shell(self, line: str) -> Any:
@@ -183,19 +185,22 @@ class Machine:
 
         Fills in ``job-id`` when missing; call ``forget_job`` if the command is then refused.
         """
-        job_type = JOB_COMMANDS[command]
         arguments.setdefault("job-id", self._next_job_id())
-        chain = self.chain()
-        known = set(chain.node_names) | {image.node_name for image in chain.other_nodes if image.node_name}
-        running = {job.id for job in self.job_list if not job.ended}
-        check_job(command, job_type, arguments, chain, known, running, self.cwd)
-        source, target = _job_ends(job_type, arguments, chain)
+        chain = self._check_against_chain(command, arguments)
+        source, target = job_ends(chain, JOB_COMMANDS[command], arguments)
         job = Job(self, arguments["job-id"], command, arguments, chain, source, target)
         with self._lock:
             self._jobs[job.id] = job
         self.job_list.append(job)
         self._ensure_sampler()
         return job
+
+    def _check_against_chain(self, command: str, arguments: dict) -> Chain:
+        """Refuse, before sending, what the current chain shows cannot work; return that chain."""
+        chain = self.chain()
+        running = {job.id for job in self.job_list if not job.ended}
+        predict(chain, command, arguments, running_jobs=running, cwd=self.cwd)
+        return chain
 
     def forget_job(self, job: Job) -> None:
         """Drop a registered Job whose command QEMU refused."""
@@ -378,20 +383,6 @@ class Machine:
         self.session.close()
         if self.process is not None and not self.process.wait_exit(timeout):
             self.process.terminate()
-
-
-def _job_ends(job_type: str, arguments: dict, chain: Chain) -> tuple[str | None, str | None]:
-    """Which node a job reads from and which it writes to, for the diagram."""
-    device = arguments.get("device")
-    top = chain.find(device).label if device and chain.find(device) else chain.active.label
-    if job_type == "stream":
-        below = chain.below(top)
-        return (below[0].label if below else None), top
-    if job_type == "commit":
-        source = arguments.get("top-node") or arguments.get("top") or top
-        base = arguments.get("base-node") or arguments.get("base") or chain.base.label
-        return source, base
-    return top, arguments.get("target")
 
 
 def _target_image(target: str, nodes: dict[str, dict]) -> Image:
