@@ -15,8 +15,11 @@ A ``Chain`` is built either from a live QEMU (``query-block`` and
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
+
+from .errors import InputError
 
 FILTER_DRIVERS = {
     "mirror_top",
@@ -50,10 +53,35 @@ PROTOCOL_DRIVERS = {
 
 
 def display_name(file: str) -> str:
-    """A file's basename, or the whole string for URIs and ``json:`` names."""
-    if "://" in file or file.startswith(("json:", "nbd:")):
+    """A file's basename; for ``json:`` names the innermost file or export in them; URIs whole.
+
+    >>> display_name('json:{"driver": "blkdebug", "image": {"driver": "file", "filename": "/lab/e.qcow2"}}')
+    'e.qcow2 (blkdebug)'
+    """
+    if file.startswith("json:"):
+        try:
+            options = json.loads(file[5:])
+        except json.JSONDecodeError:
+            return file
+        inner = _innermost_name(options)
+        return f"{display_name(inner)} ({options.get('driver', 'json')})" if inner else file
+    if "://" in file or file.startswith("nbd:"):
         return file
     return PurePath(file).name or file
+
+
+def _innermost_name(options: object) -> str | None:
+    """The first ``filename`` or NBD ``export`` found in a json: options tree."""
+    if not isinstance(options, dict):
+        return None
+    for key in ("filename", "export"):
+        if isinstance(options.get(key), str):
+            return options[key]
+    for value in options.values():
+        found = _innermost_name(value)
+        if found:
+            return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -164,7 +192,8 @@ class Chain:
     jobs: tuple[JobInfo, ...] = ()
     targets: tuple[Image, ...] = ()  # job targets outside the chain
     retired: tuple[RetiredImage, ...] = ()
-    other_nodes: tuple[Image, ...] = field(default=(), repr=False)  # named nodes not in the chain
+    other_nodes: tuple[Image, ...] = field(default=(), repr=False)  # named format nodes not in the chain
+    filter_nodes: tuple[str, ...] = field(default=(), repr=False)  # named filter and protocol nodes (blkdebug, file)
 
     def __str__(self) -> str:
         return " <-- ".join(f"[{image.name}]" for image in self.images)
@@ -192,6 +221,12 @@ class Chain:
     @property
     def node_names(self) -> list[str]:
         return [image.node_name for image in self.images if image.node_name]
+
+    @property
+    def known_node_names(self) -> set[str]:
+        """Every node name QEMU would accept as a job target: the chain, other images, filters and protocols."""
+        others = {image.node_name for image in self.other_nodes if image.node_name}
+        return set(self.node_names) | others | set(self.filter_nodes)
 
     @property
     def files(self) -> list[str]:
@@ -281,7 +316,11 @@ class Chain:
         chain: list[Image] = []
         current = nodes.get(entry["inserted"]["node-name"])
         if current is None:
-            raise ValueError(f"node {entry['inserted']['node-name']} of {device} is not among the named nodes")
+            raise InputError(
+                f"node {entry['inserted']['node-name']} of {device} is not among QEMU's named nodes",
+                "query-named-block-nodes does not list it",
+                "report this with the output of query-block",
+            )
         device_name = device_id(entry)
         seen: set[str] = set()
         while current is not None and current["node-name"] not in seen:
@@ -294,7 +333,12 @@ class Chain:
             for node in formats
             if node["node-name"] not in in_chain and not node["node-name"].startswith("#")
         )
-        return cls(tuple(reversed(chain)), device=device_name, other_nodes=others)
+        filters = tuple(
+            node["node-name"]
+            for node in named_nodes
+            if not _is_format_node(node) and not node["node-name"].startswith("#")
+        )
+        return cls(tuple(reversed(chain)), device=device_name, other_nodes=others, filter_nodes=filters)
 
     @classmethod
     def from_image(cls, path: str) -> Chain:
@@ -320,7 +364,7 @@ def _pick_device(block_devices: list[dict], device: str | None) -> dict:
         if device is None or device in (device_id(entry), entry.get("qdev"), entry["inserted"].get("node-name")):
             return entry
     names = ", ".join(device_id(e) for e in with_media) or "none"
-    raise KeyError(f"device '{device}' has no medium or does not exist; devices are {names}")
+    raise InputError(f"device '{device}' has no medium or does not exist", f"devices are {names}", "pass one of those")
 
 
 def _is_format_node(node: dict) -> bool:

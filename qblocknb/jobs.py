@@ -48,6 +48,16 @@ HINTS = {
     "finalize": "finalize is accepted only in 'pending', for jobs started with auto_finalize=False",
     "dismiss": "dismiss is accepted only in 'concluded', for jobs started with auto_dismiss=False",
 }
+READY_CHOICES = {
+    "mirror": "call job.complete() to pivot the device to the target, or job.cancel() to keep a point-in-time copy",
+    "commit": "call job.complete() to pivot the device to the base, or job.cancel() to leave the chain as it was",
+}
+# Job verbs as QMP commands, so a verb typed as a command goes through the Job's state rules.
+VERB_COMMANDS = {
+    f"{prefix}-{verb}": verb
+    for prefix in ("block-job", "job")
+    for verb in ("complete", "cancel", "pause", "resume", "finalize", "dismiss")
+} | {"block-job-set-speed": "set-speed"}
 TIMELINE_COLUMNS = ["t", "status", "offset", "len", "speed", "busy", "paused", "ready", "io-status"]
 EVENT_COLUMNS = ["time", "event", "status", "offset", "len", "speed", "error", "data"]
 POLL = 0.2
@@ -284,7 +294,7 @@ class Job:
             raise JobError(
                 f"job '{self.id}' is ready and will not {goal} by itself",
                 "mirror and active commit wait for your decision",
-                "call job.complete() to pivot, or job.cancel() to stop with a point-in-time copy",
+                READY_CHOICES.get(self.type, "call job.complete() or job.cancel()"),
             )
         if self.status in ("paused", "standby") and self.user_paused:
             raise JobError(f"job '{self.id}' is paused and will not {goal}", "you paused it", "call job.resume()")
@@ -302,7 +312,11 @@ class Job:
             )
 
     # -- verbs ------------------------------------------------------------------------------
-    def _verb(self, verb: str, command: str, arguments: dict) -> None:
+    def send_verb(self, verb: str, command: str, arguments: dict) -> object:
+        """Send a job verb if QEMU would accept it now, keeping this Job's view of it; QEMU's answer.
+
+        ``vm.shell("block-job-complete device=job0")`` comes here too, so typed and called verbs agree.
+        """
         if self.status not in VERB_STATES[verb] and self.ended:
             raise JobError(
                 f"cannot {verb} job '{self.id}'",
@@ -316,53 +330,52 @@ class Job:
                 f"QEMU accepts {verb} only when the job is {accepted}",
                 HINTS.get(verb, ""),
             )
-        self.machine.execute(command, arguments)
+        if verb == "resume" and not self.user_paused and not self.io_error:
+            raise JobError(f"cannot resume job '{self.id}'", "it was not paused", "pause it first with job.pause()")
+        ending = verb in ("complete", "cancel", "finalize")
+        if ending:
+            self._ending_requested = True
+        try:
+            result = self.machine.session.execute(command, arguments)
+        except Exception:
+            if ending:
+                self._ending_requested = False
+            raise
+        if verb == "pause":
+            self.user_paused = True
+        elif verb == "resume":
+            self.user_paused, self.io_error = False, None
+        elif verb == "set-speed":
+            self.speed = int(arguments["speed"])
+        return result
 
     def complete(self) -> Job:
         """Pivot a READY mirror or active commit (``block-job-complete``)."""
-        self._ending_requested = True
-        try:
-            self._verb("complete", "block-job-complete", {"device": self.id})
-        except Exception:
-            self._ending_requested = False
-            raise
+        self.send_verb("complete", "block-job-complete", {"device": self.id})
         return self
 
     def cancel(self, force: bool = False) -> Job:
         """``block-job-cancel``; after READY a mirror ends COMPLETED with a point-in-time copy."""
-        self._ending_requested = True
-        try:
-            self._verb("cancel", "block-job-cancel", {"device": self.id, **({"force": True} if force else {})})
-        except Exception:
-            self._ending_requested = False
-            raise
+        self.send_verb("cancel", "block-job-cancel", {"device": self.id, **({"force": True} if force else {})})
         return self
 
     def pause(self) -> Job:
-        self._verb("pause", "block-job-pause", {"device": self.id})
-        self.user_paused = True
+        self.send_verb("pause", "block-job-pause", {"device": self.id})
         return self
 
     def resume(self) -> Job:
-        if not self.user_paused and not self.io_error:
-            raise JobError(f"cannot resume job '{self.id}'", "it was not paused", "pause it first with job.pause()")
-        self._verb("resume", "block-job-resume", {"device": self.id})
-        self.user_paused = False
-        self.io_error = None
+        self.send_verb("resume", "block-job-resume", {"device": self.id})
         return self
 
     def set_speed(self, bytes_per_s: int | str) -> Job:
         """Throttle (or with 0, unthrottle) the job."""
-        speed = parse_size(bytes_per_s)
-        self._verb("set-speed", "block-job-set-speed", {"device": self.id, "speed": speed})
-        self.speed = speed
+        self.send_verb("set-speed", "block-job-set-speed", {"device": self.id, "speed": parse_size(bytes_per_s)})
         return self
 
     def finalize(self) -> Job:
-        self._ending_requested = True
-        self._verb("finalize", "block-job-finalize", {"id": self.id})
+        self.send_verb("finalize", "block-job-finalize", {"id": self.id})
         return self
 
     def dismiss(self) -> Job:
-        self._verb("dismiss", "block-job-dismiss", {"id": self.id})
+        self.send_verb("dismiss", "block-job-dismiss", {"id": self.id})
         return self

@@ -22,7 +22,7 @@ import pandas as pd
 from . import images, loop
 from .chain import Chain, Image, RetiredImage, image_from_node, retire
 from .errors import Error, InputError, QEMUGone, UnknownCommand
-from .jobs import JOB_COMMANDS, Job
+from .jobs import JOB_COMMANDS, VERB_COMMANDS, Job
 from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
@@ -114,6 +114,9 @@ class Machine:
         merged.update(self._qmp_arguments(command, kwargs))
         if command in JOB_COMMANDS:
             return self._start_job(command, merged)
+        job = self._jobs.get(merged.get("device") or merged.get("id")) if command in VERB_COMMANDS else None
+        if job is not None and not job.ended:
+            return job.send_verb(VERB_COMMANDS[command], command, merged)
         if command == SNAPSHOT:
             self._check_against_chain(command, merged)
         return self.session.execute(command, merged, timeout=timeout)
@@ -285,10 +288,7 @@ class Machine:
         """The current backing chain of ``device`` (default ``virtio0``), with jobs and retired images."""
         blocks = self.session.execute("query-block", record=False)
         nodes = self.session.execute("query-named-block-nodes", {"flat": True}, record=False)
-        try:
-            chain = Chain.from_qmp(blocks, nodes, device or self.device)
-        except KeyError as error:
-            raise InputError(str(error.args[0]), "", "pass device= one of those") from None
+        chain = Chain.from_qmp(blocks, nodes, device or self.device)
         self._reconcile(chain)
         by_name = {node["node-name"]: node for node in nodes}
         active = tuple(job for job in self.job_list if not job.ended)

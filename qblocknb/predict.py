@@ -56,14 +56,13 @@ def predict(
     command: str,
     arguments: dict,
     *,
-    known_nodes: set[str] | None = None,
     running_jobs: set[str] | frozenset[str] = frozenset(),
     cwd: Path | None = None,
 ) -> Prediction:
     """Check ``arguments`` (QMP names) against ``chain`` and predict the result; InputError when it cannot work."""
     if not chain.images:
         raise InputError(f"{command}: the chain is empty", "there is no image to work on", "launch QEMU on an image")
-    known = set(known_nodes) if known_nodes is not None else _known(chain)
+    known = chain.known_node_names
     if command == SNAPSHOT:
         return _snapshot(chain, arguments, known, cwd)
     if command not in JOB_COMMANDS:
@@ -94,10 +93,6 @@ def job_ends(chain: Chain, job_type: str, arguments: dict) -> tuple[str | None, 
         source = arguments.get("top-node") or arguments.get("top") or chain.active.label
         return source, arguments.get("base-node") or arguments.get("base") or chain.base.label
     return top.label, arguments.get("target")
-
-
-def _known(chain: Chain) -> set[str]:
-    return set(chain.node_names) | {image.node_name for image in chain.other_nodes if image.node_name}
 
 
 def _require_root(chain: Chain, command: str, device: str | None) -> None:

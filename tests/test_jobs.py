@@ -86,3 +86,20 @@ def test_job_ids_are_given_when_missing(seed_vm):
     assert (first.id, second.id) == ("job0", "job1")
     assert list(seed_vm.jobs["id"]) == ["job0", "job1"]
     assert seed_vm.verify(expected_view("ABCD"))
+
+
+def test_verbs_typed_as_commands_go_through_the_job(seed_vm, lab):
+    job = seed_vm.shell("drive-mirror device=node-D target=e.qcow2 sync=full format=qcow2 job-id=job0 speed=65536")
+    wait_for_status(job, "running")
+    with pytest.raises(qb.JobError, match="only once the job is ready"):
+        seed_vm.shell("block-job-complete device=job0")
+    seed_vm.shell("block-job-pause device=job0")
+    wait_for_status(job, "paused")
+    job.resume()
+    seed_vm.shell("block-job-set-speed device=job0 speed=0")
+    assert job.speed == 0
+    job.wait_ready(timeout=60)
+    assert seed_vm.shell("block-job-complete device=job0") == {}
+    assert job.wait(timeout=60).outcome == "completed", "wait() knows the typed complete is on its way"
+    assert str(seed_vm.chain()) == "[e.qcow2]"
+    assert seed_vm.verify(expected_view("ABCD"))

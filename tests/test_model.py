@@ -44,7 +44,7 @@ def test_chain_from_qmp_uses_named_children_when_qemu_gives_them():
 
 
 def test_unknown_device_lists_the_devices():
-    with pytest.raises(KeyError, match="virtio0"):
+    with pytest.raises(qb.InputError, match="virtio0"):
         Chain.from_qmp(BLOCK, NODES, "virtio7")
 
 
@@ -129,3 +129,21 @@ def test_bad_sizes_are_sentences():
         with pytest.raises(qb.InputError):
             parse_size(bad)
     assert human_size(512) == "512 B" and human_size(3 << 30) == "3 GiB"
+
+
+def test_filter_nodes_are_known_targets_but_not_images():
+    nodes = [*NODES, node("node-F", "/lab/f.qcow2", drv="blkdebug")]
+    chain = Chain.from_qmp(BLOCK, nodes, "virtio0")
+    assert chain.filter_nodes == ("node-F",)
+    assert "node-F" in chain.known_node_names and chain.find("node-F") is None
+    check_job(
+        "blockdev-backup", "backup", {"sync": "full", "target": "node-F"}, chain, chain.known_node_names, set(), None
+    )
+
+
+def test_json_file_names_show_the_file_inside():
+    from qblocknb.chain import display_name
+
+    assert display_name('json:{"driver": "nbd", "export": "node-T", "server": {}}') == "node-T (nbd)"
+    assert display_name("json:{not json") == "json:{not json"
+    assert display_name("/lab/a.qcow2") == "a.qcow2"

@@ -63,8 +63,7 @@ def test_sync_none_starts_the_mirror_as_an_overlay():
 def _run(vm: qb.Machine, command: str, arguments: dict):
     """Predict, send, finish the job (pivoting where needed) and compare the prediction with QEMU's chain."""
     before = vm.chain()
-    known = set(before.node_names) | {i.node_name for i in before.other_nodes if i.node_name}
-    prediction = predict(before, command, arguments, known_nodes=known, cwd=vm.cwd)
+    prediction = predict(before, command, arguments, cwd=vm.cwd)
     slow = {"speed": 64 << 10} if prediction.during is not None else {}  # slow enough to see it run
     result = vm.execute(command, {**arguments, **slow})
     if isinstance(result, qb.Job):

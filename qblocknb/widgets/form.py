@@ -138,7 +138,6 @@ class CommandForm(widgets.VBox):
             self.chain,
             self.command,
             self.arguments(),
-            known_nodes=set(self.chain.node_names) | {i.node_name for i in self.chain.other_nodes if i.node_name},
             running_jobs=self._running(),
             cwd=self.vm.cwd,
         )

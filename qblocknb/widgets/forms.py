@@ -21,7 +21,7 @@ SYNC_MODES = {"mirror": ["full", "top", "none"], "backup": ["full", "top", "none
 
 def fresh_image(vm, chain: Chain) -> tuple[str, str]:
     """The first ``x.qcow2`` / ``node-X`` pair after the chain's letters that is free on disk and in QEMU."""
-    taken_nodes = set(chain.node_names) | {i.node_name for i in chain.other_nodes if i.node_name}
+    taken_nodes = chain.known_node_names
     taken_files = {i.name for i in (*chain.images, *chain.other_nodes, *chain.targets)}
     taken_files |= {r.name for r in chain.retired}
     for letter in ascii_lowercase[1:]:
