@@ -237,8 +237,11 @@ def code_cells(page):
     return page.locator(".jp-Notebook .jp-CodeCell")
 
 
-def prompts(page) -> list[str]:
-    return [text.strip() for text in code_cells(page).locator(".jp-InputPrompt").all_inner_texts()]
+def ran(page, cells: slice) -> bool:
+    """True once the code cells in ``cells`` show an execution count (``[7]:``); fails at once on a cell error."""
+    no_errors(page)
+    prompts = code_cells(page).locator(".jp-InputPrompt").all_inner_texts()
+    return all(prompt.strip()[1:-2].strip().isdigit() for prompt in prompts[cells])
 
 
 def select_cell(page, cell) -> None:
@@ -268,9 +271,11 @@ def plot_drawn(monitor) -> bool:
 
 
 def no_errors(page) -> None:
+    """Fail with the traceback when a cell raised (JupyterLab shows an error as stderr text)."""
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     texts = [text for text in errors.all_inner_texts() if "Traceback" in text or "Error" in text]
-    assert not texts, "a cell failed:\n" + "\n".join(texts)
+    if texts:
+        pytest.fail("a cell of the notebook failed:\n" + "\n".join(texts))
 
 
 def test_quickstart_dashboard_in_jupyterlab(jupyterlab: JupyterLab, browser_page):
@@ -289,11 +294,10 @@ def test_quickstart_dashboard_in_jupyterlab(jupyterlab: JupyterLab, browser_page
         select_cell(page, code_cells(page).last)
         run_menu(page, "Run All Above Selected Cell")
         wait_for(
-            lambda: all(p[1:-2].strip().isdigit() for p in prompts(page)[:-1]) and jupyterlab.kernels_idle(),
+            lambda: ran(page, slice(None, -1)) and jupyterlab.kernels_idle(),
             NOTEBOOK_RUN,
             "every cell above the last one running",
         )
-        no_errors(page)
         kernel_pids = descendants(jupyterlab.process.pid)
 
         # The first chain output is graphviz SVG (JupyterLab shows it as an image of the SVG source).
@@ -336,11 +340,10 @@ def test_quickstart_dashboard_in_jupyterlab(jupyterlab: JupyterLab, browser_page
         select_cell(page, code_cells(page).last)
         page.keyboard.press("Control+Enter")  # run it, stay on it
         wait_for(
-            lambda: prompts(page)[-1][1:-2].strip().isdigit() and jupyterlab.kernels_idle(),
+            lambda: ran(page, slice(-1, None)) and jupyterlab.kernels_idle(),
             UI_WAIT,
             "the last cell (lab.close()) running",
         )
-        no_errors(page)
         assert not qemu_pids_under(jupyterlab.scratch), "QEMU still runs after lab.close()"
         jupyterlab.shut_down_kernels()
         wait_for(lambda: not alive(kernel_pids), STOP_WAIT, "the kernel process ending")
