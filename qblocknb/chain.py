@@ -314,7 +314,7 @@ class Chain:
         nodes = {node["node-name"]: node for node in named_nodes}
         formats = [node for node in named_nodes if _is_format_node(node)]
         chain: list[Image] = []
-        current = nodes.get(entry["inserted"]["node-name"])
+        current = _below_filters(nodes.get(entry["inserted"]["node-name"]), nodes, formats)
         if current is None:
             raise InputError(
                 f"node {entry['inserted']['node-name']} of {device} is not among QEMU's named nodes",
@@ -374,23 +374,27 @@ def _is_format_node(node: dict) -> bool:
 def _backing_node(node: dict, nodes: dict[str, dict], formats: list[dict]) -> dict | None:
     for child in node.get("children", []):  # QEMU 10.1+ names the children directly
         if child.get("child") == "backing":
-            found = nodes.get(child.get("node-name"))
-            while found is not None and not _is_format_node(found):
-                found = next(
-                    (
-                        nodes.get(c["node-name"])
-                        for c in found.get("children", [])
-                        if c.get("child") in ("backing", "file")
-                    ),
-                    None,
-                )
-            return found
+            return _below_filters(nodes.get(child.get("node-name")), nodes, formats)
     image = node.get("image", {})
     backing = image.get("full-backing-filename") or node.get("backing_file")
     if not backing:
         return None
     matches = [n for n in formats if n["file"] == backing and n is not node]
     return matches[0] if matches else None
+
+
+def _below_filters(node: dict | None, nodes: dict[str, dict], formats: list[dict]) -> dict | None:
+    """The image under any filters a job put on top (copy-before-write during a backup, for one).
+
+    Without named children (QEMU before 10.1) a filter is matched to the image node that shares its file name.
+    """
+    seen: set[str] = set()
+    while node is not None and not _is_format_node(node) and node["node-name"] not in seen:
+        seen.add(node["node-name"])
+        named = [nodes.get(c["node-name"]) for c in node.get("children", []) if c.get("child") in ("file", "backing")]
+        same_file = [n for n in formats if n["file"] == node["file"]]
+        node = next((n for n in named + same_file if n is not None), None)
+    return node
 
 
 def image_from_node(node: dict, device: str | None = None) -> Image:

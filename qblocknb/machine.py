@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import threading
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from . import images, loop
-from .chain import Chain, Image, RetiredImage, image_from_node, retire
+from .chain import PROTOCOL_DRIVERS, Chain, Image, RetiredImage, image_from_node, retire
 from .errors import Error, InputError, QEMUGone, UnknownCommand
 from .jobs import JOB_COMMANDS, VERB_COMMANDS, Job
 from .predict import SNAPSHOT, job_ends, predict
@@ -386,7 +387,10 @@ class Machine:
 
 
 def _target_image(target: str, nodes: dict[str, dict]) -> Image:
-    """A job target outside the chain, as an Image (a node, or a file not yet opened)."""
+    """A job target outside the chain, as an Image: its node, the unnamed node QEMU opened for it, or just the name."""
     if target in nodes:
         return image_from_node(nodes[target])
+    opened = [n for n in nodes.values() if n["file"] == target and n.get("drv") not in PROTOCOL_DRIVERS]
+    if opened:  # drive-mirror and drive-backup open their target under an automatic '#block' name
+        return replace(image_from_node(opened[0]), node_name=None)
     return Image(file=target, format="?", virtual_size=0)

@@ -68,6 +68,10 @@ def test_backup_is_a_point_in_time(seed_vm, lab, command):
     seed_vm.write("virtio0", 0, "1M", pattern=0x5A)
     seed_vm.write("virtio0", "3M", "1M", pattern=0x5B)
     assert not job.ended, "the writes must land while the backup still runs"
+    during = seed_vm.chain()  # the device's root is now a copy-before-write filter; the chain is still all there
+    assert str(during) == SEED
+    assert [(j.id, j.source, j.target) for j in during.jobs] == [("job0", "node-D", job.target)]
+    assert [t.name for t in during.targets] == ["e.qcow2"] and during.targets[0].format == "qcow2"
     job.set_speed(0).wait(timeout=60)
     detach(seed_vm, command)
     assert seed_vm.verify([(0, "1M", 0x5A), ("3M", "1M", 0x5B)]), "the guest sees its new writes"
