@@ -1,5 +1,5 @@
 # Two commands do the whole set-up on a fresh Debian/Ubuntu machine:
-#   make demo   system packages, .venv, then the verified demo of the seed's four operations
+#   make demo   system packages, .venv, the verified demo of the seed's four operations, tutorials as HTML
 #   make test   the same set-up plus test tools, then lint and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,10 +11,12 @@ TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium iproute2 openssl
 
 demo: system $(VENV)/.installed
 	$(BIN)/qblocknb demo
+	$(BIN)/python tools/render_notebooks.py
+	@echo "Executed tutorials, readable without Jupyter: build/notebooks/index.html"
 
 test: test-system $(VENV)/.installed
-	$(BIN)/ruff check qblocknb tests bench tools
-	$(BIN)/ruff format --check qblocknb tests bench tools
+	$(BIN)/ruff check qblocknb tests bench tools notebooks docs/make_images.py
+	$(BIN)/ruff format --check qblocknb tests bench tools notebooks docs/make_images.py
 	$(BIN)/pytest
 
 lab: system $(VENV)/.installed
