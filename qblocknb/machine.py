@@ -189,7 +189,7 @@ class Machine:
 
         Fills in ``job-id`` when missing; call ``forget_job`` if the command is then refused.
         """
-        arguments.setdefault("job-id", self._next_job_id())
+        arguments.setdefault("job-id", self.next_job_id())
         chain = self._check_against_chain(command, arguments)
         source, target = job_ends(chain, JOB_COMMANDS[command], arguments)
         job = Job(self, arguments["job-id"], command, arguments, chain, source, target)
@@ -213,7 +213,8 @@ class Machine:
         with contextlib.suppress(ValueError):
             self.job_list.remove(job)
 
-    def _next_job_id(self) -> str:
+    def next_job_id(self) -> str:
+        """``job0``, ``job1``, ...: the first id no job of this session has used."""
         used = {job.id for job in self.job_list}
         number = 0
         while f"job{number}" in used:

@@ -91,7 +91,7 @@ class CommandForm(widgets.VBox):
     def after_run(self, result: Any) -> None:
         """Fresh defaults for the next run (a new job id, a new file name)."""
         if "job-id" in self.fields:
-            self.fields["job-id"].value = next_job_id(self.vm)
+            self.fields["job-id"].value = self.vm.next_job_id()
 
     # -- shared -----------------------------------------------------------------------------
     def offer(self, name: str, options: list, default: Any) -> None:
@@ -219,15 +219,6 @@ def text(description: str, value: str = "", placeholder: str = "") -> widgets.Te
     return widgets.Text(
         value=value, description=description, placeholder=placeholder, style={"description_width": "120px"}
     )
-
-
-def next_job_id(vm) -> str:
-    """``job0``, ``job1``, ...: the first id no job of this session has used."""
-    used = {job.id for job in vm.job_list}
-    number = 0
-    while f"job{number}" in used:
-        number += 1
-    return f"job{number}"
 
 
 def job_arguments(fields: dict[str, widgets.ValueWidget]) -> dict:

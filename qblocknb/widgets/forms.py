@@ -13,7 +13,7 @@ from string import ascii_lowercase
 
 from ..chain import Chain
 from ..errors import InputError
-from .form import NONE, CommandForm, dropdown, job_arguments, next_job_id, node_options, optional, text
+from .form import NONE, CommandForm, dropdown, job_arguments, node_options, optional, text
 
 SAME_FORMAT = "(as the source)"
 SYNC_MODES = {"mirror": ["full", "top", "none"], "backup": ["full", "top", "none", "incremental", "bitmap"]}
@@ -32,13 +32,13 @@ def fresh_image(vm, chain: Chain) -> tuple[str, str]:
 
 
 def _job_fields(vm) -> dict:
-    return {"job-id": text("job-id", next_job_id(vm)), "speed": text("speed (bytes/s)", "0", "0 = unlimited, or 1M")}
+    return {"job-id": text("job-id", vm.next_job_id()), "speed": text("speed (bytes/s)", "0", "0 = unlimited, or 1M")}
 
 
 def _fresh_job_id(form: CommandForm) -> None:
     """Move the job id on once a job of this session has taken it."""
     if form.fields["job-id"].value in {job.id for job in form.vm.job_list}:
-        form.fields["job-id"].value = next_job_id(form.vm)
+        form.fields["job-id"].value = form.vm.next_job_id()
 
 
 class SnapshotForm(CommandForm):
