@@ -91,6 +91,7 @@ def test_a_stream_form_starts_a_job_that_gets_a_monitor(dashboard, seed_vm):
     wait_for(lambda: "completed" in monitor.status.value, "the monitor to show the outcome")
     assert enabled(monitor) == set() and monitor.speed.disabled
     wait_for(lambda: bytes(monitor.plot.value).startswith(b"\x89PNG"), "the progress plot")
+    wait_for(lambda: monitor.plot.layout.display is None, "the plot shown in place of its placeholder")
     wait_for(lambda: "block-stream" in dashboard.history.value, "the history frame")
 
 
@@ -132,6 +133,25 @@ def test_complete_on_an_active_commit_pivots(dashboard, seed_vm):
     shown = view_text(dashboard.chain_view)
     assert "active layer · virtio0" in shown and "invalid: do not use" in shown
     wait_for(lambda: enabled(monitor) == set(), "every button disabled once the job ended")
+
+
+def test_a_monitor_shows_a_sentence_until_its_first_plot(seed_vm):
+    job = seed_vm.block_stream(device="node-D", base_node="node-B", job_id="job0", speed=64 << 10)
+    monitor = JobMonitor(job, plot_interval=3600)  # its thread will not draw while the test looks
+    try:
+        assert monitor.plot.layout.display == "none" and not bytes(monitor.plot.value), "no broken-image icon"
+        assert "progress plot appears here" in monitor.plot_note.value
+        assert monitor.plot_note.layout.display is None
+        monitor.draw_plot()
+        assert bytes(monitor.plot.value).startswith(b"\x89PNG")
+        assert monitor.plot.layout.display is None and monitor.plot_note.layout.display == "none"
+        job.set_speed(0)
+        job.wait()
+    finally:
+        monitor.close()
+    assert job.outcome == "completed"
+    assert str(seed_vm.chain()) == "[a.qcow2] <-- [b.qcow2] <-- [d.qcow2]"
+    assert seed_vm.verify(expected_view("ABCD"))
 
 
 BAD_VALUES = [

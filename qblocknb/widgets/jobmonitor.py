@@ -2,8 +2,10 @@
 
 The monitor listens to the job (on the event thread) and only sets traits
 there: the bar, the texts, which buttons are enabled.  The progress plot is
-drawn by matplotlib on the monitor's own thread.  A button is enabled only
-in the states where QEMU accepts its verb (``qblocknb.jobs.VERB_STATES``).
+drawn by matplotlib on the monitor's own thread; until its first drawing a
+line of text stands in its place (an empty image shows as a broken icon).
+A button is enabled only in the states where QEMU accepts its verb
+(``qblocknb.jobs.VERB_STATES``).
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class JobMonitor(widgets.VBox):
         self.buttons["complete"].button_style = "success"
         self.buttons["cancel"].button_style = "warning"
         self.error = widgets.HTML()
-        self.plot = widgets.Image(format="png", layout={"max_width": "640px"})
+        self.plot = widgets.Image(format="png", layout={"max_width": "640px", "display": "none"})
+        self.plot_note = widgets.HTML(note_html("the progress plot appears here once the job has been sampled"))
         self._rates: deque[tuple[float, int]] = deque()
         self._last_update = 0.0
         self._last_status = ""
@@ -84,13 +87,13 @@ class JobMonitor(widgets.VBox):
             widgets.HBox([*self.buttons.values(), self.speed]),
             self.error,
         ]
-        super().__init__(children + ([self.plot] if plot else []))
+        super().__init__(children + ([self.plot_note, self.plot] if plot else []))
         self.add_class("qb-job-monitor")
         job.listeners.append(self._on_job)
         self.update()
         self._plotter = (
             Refresher(
-                self._draw_plot,
+                self.draw_plot,
                 signature=lambda: (job.status, job.offset, job.length),
                 finished=lambda: job.ended,
                 interval=plot_interval,
@@ -158,9 +161,12 @@ class JobMonitor(widgets.VBox):
             return
         self.update()
 
-    def _draw_plot(self) -> None:
+    def draw_plot(self) -> None:
+        """Draw the progress plot now (the monitor's thread does so about once a second) and show it."""
         figure = plot_timeline(self.job, panels=("progress", "throughput"), figsize=(6.4, 2.8))
         self.plot.value = figure_png(figure, dpi=72)
+        self.plot.layout.display = None
+        self.plot_note.layout.display = "none"
 
     # -- user -> QEMU ----------------------------------------------------------------------
     def press(self, verb: str) -> None:
