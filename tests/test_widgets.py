@@ -34,6 +34,11 @@ def enabled(monitor: JobMonitor) -> set[str]:
     return {verb for verb, button in monitor.buttons.items() if not button.disabled}
 
 
+def colours(monitor: JobMonitor) -> dict[str, str]:
+    """The buttons that have a colour, and which."""
+    return {verb: button.button_style for verb, button in monitor.buttons.items() if button.button_style}
+
+
 def view_text(view: ChainView) -> str:
     return unescape(view.svg)
 
@@ -108,6 +113,7 @@ def test_complete_on_an_active_commit_pivots(dashboard, seed_vm):
     wait_for(lambda: job in dashboard.monitors, "a monitor for the commit")
     monitor = dashboard.monitors[job]
     wait_for(lambda: job.status == "running" and enabled(monitor) == {"cancel", "pause"}, "running buttons")
+    wait_for(lambda: colours(monitor) == {"cancel": "warning"}, "a plain Complete while it is disabled")
     assert not monitor.speed.disabled
 
     sent = len(seed_vm.history)
@@ -121,6 +127,7 @@ def test_complete_on_an_active_commit_pivots(dashboard, seed_vm):
     wait_for(lambda: "pause" in enabled(monitor), "the job to run again")
     monitor.speed.value = 0  # the slider: unlimited
     wait_for(lambda: job.status == "ready" and enabled(monitor) == {"complete", "cancel", "pause"}, "ready buttons")
+    wait_for(lambda: colours(monitor) == {"complete": "success", "cancel": "warning"}, "Complete green once enabled")
     assert "waiting for Complete" in monitor.status.value
 
     monitor.buttons["complete"].click()
@@ -133,6 +140,7 @@ def test_complete_on_an_active_commit_pivots(dashboard, seed_vm):
     shown = view_text(dashboard.chain_view)
     assert "active layer · virtio0" in shown and "invalid: do not use" in shown
     wait_for(lambda: enabled(monitor) == set(), "every button disabled once the job ended")
+    wait_for(lambda: colours(monitor) == {}, "no coloured button once the job ended")
 
 
 def test_a_monitor_shows_a_sentence_until_its_first_plot(seed_vm):

@@ -5,7 +5,8 @@ there: the bar, the texts, which buttons are enabled.  The progress plot is
 drawn by matplotlib on the monitor's own thread; until its first drawing a
 line of text stands in its place (an empty image shows as a broken icon).
 A button is enabled only in the states where QEMU accepts its verb
-(``qblocknb.jobs.VERB_STATES``).
+(``qblocknb.jobs.VERB_STATES``); a disabled one loses its colour, so that it
+does not look clickable.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .refresher import Refresher
 
 VERBS = ("complete", "cancel", "pause", "resume")
 SPEEDS = (64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20)
+BUTTON_STYLES = {"complete": "success", "cancel": "warning"}  # while enabled; a disabled button is plain
 OUTCOME_COLOURS = {"completed": "#4e9a06", "cancelled": "#c17d11", "failed": "#a40000"}
 RATE_WINDOW = 1.5
 MIN_UPDATE = 0.1
@@ -67,8 +69,6 @@ class JobMonitor(widgets.VBox):
             style={"description_width": "initial"},
         )
         self.buttons = {verb: widgets.Button(description=verb.title(), layout={"width": "90px"}) for verb in VERBS}
-        self.buttons["complete"].button_style = "success"
-        self.buttons["cancel"].button_style = "warning"
         self.error = widgets.HTML()
         self.plot = widgets.Image(format="png", layout={"max_width": "640px", "display": "none"})
         self.plot_note = widgets.HTML(note_html("the progress plot appears here once the job has been sampled"))
@@ -123,6 +123,7 @@ class JobMonitor(widgets.VBox):
             allowed = allowed_verbs(job)
             for verb, button in self.buttons.items():
                 button.disabled = not allowed[verb]
+                button.button_style = BUTTON_STYLES.get(verb, "") if allowed[verb] else ""
             self.speed.disabled = not allowed["set-speed"]
             if job.speed != self.speed.value:  # changed from the notebook with job.set_speed()
                 self._quiet = True
