@@ -190,6 +190,39 @@ def test_a_bad_value_shows_a_sentence_and_sends_nothing(dashboard, seed_vm):
     assert str(seed_vm.chain()) == SEED
 
 
+def test_a_single_image_has_nothing_to_stream_or_commit_until_a_snapshot(lab):
+    lab.create("a.qcow2", size="64M")
+    lab.write("a.qcow2", 0, "1M", pattern=0xA1)
+    vm = lab.launch("a.qcow2", node_name="node-A")
+    board = Dashboard(vm)
+    try:
+        stream, commit = board.forms["block-stream"], board.forms["block-commit"]
+        for form, sentence in ((stream, "Nothing to stream"), (commit, "Nothing to commit")):
+            assert sentence in form.error.value and "a.qcow2 is the only image" in form.error.value
+            assert "qb-error" not in form.error.value, "a plain sentence: nothing is wrong"
+            assert form.command_view.value == "" and form.preview.value == "", "no command with device null"
+            sent = len(vm.history)
+            form.run_button.click()
+            assert form.result is None and len(vm.history) == sent and sentence in form.error.value
+
+        board.forms["blockdev-snapshot-sync"].run_button.click()
+        assert str(vm.chain()) == "[a.qcow2] <-- [b.qcow2]"
+        board.tabs.selected_index = list(board.forms).index("block-commit")  # a hidden form redraws when shown
+        top = "(QEMU) block-commit device=node-B top-node=node-B base-node=node-A"
+        wait_for(lambda: top in unescape(commit.command_view.value), "a commit of b.qcow2 into a.qcow2")
+        board.tabs.selected_index = list(board.forms).index("block-stream")
+        wait_for(lambda: "(QEMU) block-stream device=node-B" in unescape(stream.command_view.value), "a stream")
+        assert stream.error.value == "" and "null" not in stream.command_view.value
+        stream.run_button.click()
+        stream.result.wait()
+        assert str(vm.chain()) == "[b.qcow2]"
+        assert vm.read_matches("virtio0", 0, "1M", 0xA1)
+        assert vm.verify([(0, "1M", 0xA1), ("1M", "63M", 0)], image="b.qcow2")
+    finally:
+        board.close()
+        vm.quit()
+
+
 def test_the_blockdev_variants_offer_nodes_outside_the_chain(dashboard, seed_vm, lab):
     form = dashboard.forms["drive-backup"]
     dashboard.tabs.selected_index = list(dashboard.forms).index("drive-backup")

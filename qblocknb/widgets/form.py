@@ -3,7 +3,8 @@
 A form turns its fields into QMP arguments, checks them against the current
 chain with ``qblocknb.predict`` and, before anything is sent, shows the
 chain the command will produce, the raw QMP JSON and the qmp-shell line.
-A bad value shows a sentence in the form and Run sends nothing.
+A bad value shows a sentence in the form and Run sends nothing; so does a
+chain that gives the command nothing to work on (a single image to stream).
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class CommandForm(widgets.VBox):
         """The QMP arguments the fields describe; InputError for a value that cannot work."""
         raise NotImplementedError
 
+    def nothing_to_do(self, chain: Chain) -> str | None:
+        """Why ``chain`` gives this command nothing to work on (one image: nothing to stream), else None."""
+        return None
+
     def after_run(self, result: Any) -> None:
         """Fresh defaults for the next run (a new job id, a new file name)."""
         if "job-id" in self.fields:
@@ -146,6 +151,13 @@ class CommandForm(widgets.VBox):
         """Redraw the command and the preview, or show why the fields cannot work."""
         with self._lock:
             self._stale = False
+            idle = self.nothing_to_do(self.chain)
+            if idle:  # a plain sentence, not an error, and no command to send
+                self.prediction = None
+                self.error.value = note_html(idle)
+                self.command_view.value = ""
+                self.preview.value = ""
+                return None
             try:
                 prediction = self.check()
             except Error as error:
@@ -169,6 +181,10 @@ class CommandForm(widgets.VBox):
         self.message.value = ""
         try:
             self.set_chain(self.vm.chain())
+            idle = self.nothing_to_do(self.chain)
+            if idle:
+                self.error.value = note_html(idle)
+                return None
             prediction = self.check()
         except Error as error:
             self.error.value = error_html(error)

@@ -92,6 +92,14 @@ class StreamForm(CommandForm):
         self.offer("base-node", [(f"{NONE}: stream all", NONE), *node_options(below)], NONE)
         _fresh_job_id(self)
 
+    def nothing_to_do(self, chain: Chain) -> str | None:
+        if len(chain) > 1:
+            return None
+        return (
+            f"Nothing to stream: {chain.active.name} is the only image, so no backing file holds data to copy up. "
+            "Take an external snapshot first (blockdev-snapshot-sync), then stream into the new overlay."
+        )
+
     def arguments(self) -> dict:
         arguments = {"device": self.fields["device"].value}
         base = optional(self.fields["base-node"].value)
@@ -121,10 +129,16 @@ class CommitForm(CommandForm):
         self.offer("base-node", node_options(below), chain.base.node_name)
         _fresh_job_id(self)
 
+    def nothing_to_do(self, chain: Chain) -> str | None:
+        if len(chain) > 1:
+            return None
+        return (
+            f"Nothing to commit: {chain.active.name} is the only image, so no overlay lies above a base to merge "
+            "down. Take an external snapshot first (blockdev-snapshot-sync); block-commit can then merge it back."
+        )
+
     def arguments(self) -> dict:
         arguments = {name: self.fields[name].value for name in ("device", "top-node", "base-node")}
-        if not all(arguments.values()):
-            raise InputError("block-commit needs a top and a base", "the chain has a single image", "add overlays")
         return {**arguments, **job_arguments(self.fields)}
 
 
