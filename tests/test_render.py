@@ -10,6 +10,8 @@ import pytest
 
 import qblocknb as qb
 from qblocknb.chain import Bitmap, Chain, Image, JobInfo, RetiredImage
+from qblocknb.migration import StorageMigration, launch_destination
+from qblocknb.predict import PREVIEW_STATUS
 from qblocknb.render import dot_available, png, render, save, style, svg, text
 from qblocknb.seedchain import expected_view
 
@@ -129,13 +131,31 @@ def test_a_mirror_target_is_drawn_outside_the_chain():
     assert x_of(picture, "target:e.qcow2") > x_of(picture, "image:node-D")
 
 
-def test_a_target_nobody_opened_yet_is_still_drawn():
-    job = JobInfo("job0", "mirror", "running", 0, 0, "node-D", "nbd:localhost:49153:exportname=node-TargetDisk")
-    picture = svg_of(seed_chain(jobs=(job,)))
-    assert "nbd:localhost:49153:exportname=node-TargetDisk" in element(
-        picture, "target:nbd:localhost:49153:exportname=node-TargetDisk"
-    )
+NBD = "nbd:localhost:49153:exportname=node-TargetDisk"
+
+
+def test_a_target_the_chain_has_no_node_for_is_labelled_by_the_job_writing_it():
+    job = JobInfo("job0", "mirror", "running", 0, 0, "node-D", NBD)
+    picture = svg_of(seed_chain(jobs=(job,)))  # no targets entry: the job's arrow draws it
+    target = element(picture, f"target:{NBD}")
+    assert NBD in target and "target of job0, written by the mirror" in target
+    assert "not opened yet" not in target, "the mirror has opened it and writes into it"
+    assert f'stroke="{style.job_colour("mirror")}"' in target
     assert "job:job0" in picture
+
+    placeholder = Image(NBD, "?", 0)  # what vm.chain() lists when QEMU has no named node for it
+    for status, said in (("ready", "kept in step by the mirror (ready)"), ("paused", "now paused")):
+        chain = seed_chain(jobs=(replace(job, status=status),), targets=(placeholder,))
+        assert said in element(svg_of(chain), f"target:{NBD}")
+        assert said in text(chain) and "not opened yet" not in text(chain)
+
+
+def test_only_a_preview_target_is_not_opened_yet():
+    job = JobInfo("job0", "mirror", PREVIEW_STATUS, 0, 0, "node-D", NBD)
+    chain = seed_chain(jobs=(job,), targets=(Image(NBD, "?", 0),))
+    target = element(svg_of(chain), f"target:{NBD}")
+    assert "not opened yet" in target and "target of" not in target
+    assert "not opened yet" in text(chain)
 
 
 def test_retired_images_are_greyed_with_the_seeds_rule():
@@ -240,3 +260,21 @@ def test_real_jobs_then_the_images_they_retired(seed_vm):
     assert "still valid" in element(picture, "retired:node-B")
     assert "invalid: do not use" in element(picture, "retired:node-C")
     assert "active layer · virtio0" in element(picture, "image:node-D")
+
+
+def test_a_real_mirror_into_an_nbd_export_labels_its_target_by_the_job(seed_vm, lab):
+    destination = launch_destination(lab, seed_vm)
+    migration = StorageMigration(seed_vm, destination, speed="64k")
+    migration.start_server()
+    migration.export_target()
+    job = migration.mirror()
+    chain = seed_vm.chain()
+    picture = svg_of(chain)
+    target = element(picture, f"target:{job.target}")
+    assert re.search(rf"target of {job.id}, (opened|written) by the mirror", target)
+    assert "not opened yet" not in picture
+    job.set_speed(0)
+    migration.run()
+    destination.flush()
+    assert lab.compare("d.qcow2", "target-disk.qcow2")
+    assert destination.verify(expected_view("ABCD"))

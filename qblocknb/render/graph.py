@@ -24,7 +24,7 @@ import graphviz
 
 from ..chain import Chain, ChainDiff, Image, JobInfo, RetiredImage, display_name
 from . import style
-from .labels import image_label, job_caption, retired_label
+from .labels import image_label, job_caption, retired_label, target_label, writers
 
 
 def svg_id(kind: str, name: str) -> str:
@@ -146,33 +146,31 @@ def _draw_device(graph: graphviz.Digraph, layout: _Layout) -> None:
 def _draw_targets(graph: graphviz.Digraph, layout: _Layout) -> None:
     """Job targets outside the chain (a mirror's or a backup's destination)."""
     for image in layout.chain.targets:
-        if layout.find(image.node_name) or layout.find(image.file):
-            continue
-        graph.node(
-            layout.learn(image),
-            image_label(image, [("outside the chain", style.MUTED)]),
-            id=svg_id("target", image.label),
-            fillcolor=style.TARGET_FILL,
-            color=style.MUTED,
-            style="rounded,filled,dashed",
-        )
+        if not (layout.find(image.node_name) or layout.find(image.file)):
+            _draw_target(graph, layout, image)
+
+
+def _draw_target(graph: graphviz.Digraph, layout: _Layout, image: Image) -> str:
+    """One target, dashed, bordered in the colour of the job writing it; returns its graph node."""
+    writing = writers(image, layout.chain.jobs)
+    node_id = layout.learn(image)
+    graph.node(
+        node_id,
+        target_label(image, layout.chain.jobs),
+        id=svg_id("target", image.label),
+        fillcolor=style.TARGET_FILL,
+        color=style.job_colour(writing[0].type) if writing else style.MUTED,
+        style="rounded,filled,dashed",
+    )
+    return node_id
 
 
 def _draw_job(graph: graphviz.Digraph, layout: _Layout, job: JobInfo) -> None:
     """An arrow from where the job reads to where it writes, labelled with its id, type, status and progress."""
     colour = style.job_colour(job.type)
     source, target = layout.find(job.source), layout.find(job.target)
-    if target is None and job.target:  # a target the chain does not know yet, such as an NBD export
-        unknown = Image(file=job.target, format="?", virtual_size=0)
-        target = layout.learn(unknown)
-        graph.node(
-            target,
-            image_label(unknown, [("outside the chain", style.MUTED)]),
-            id=svg_id("target", unknown.label),
-            fillcolor=style.TARGET_FILL,
-            color=style.MUTED,
-            style="rounded,filled,dashed",
-        )
+    if target is None and job.target:  # a target the chain does not know, such as an NBD export
+        target = _draw_target(graph, layout, Image(file=job.target, format="?", virtual_size=0))
     if source is None or target is None:
         return
     outside = layout.chain.find(job.target or "") is None

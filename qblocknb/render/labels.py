@@ -9,6 +9,12 @@ Everything that comes from QEMU is escaped, so a file name such as
     True
     >>> job_caption(JobInfo("job0", "stream", "running", 1 << 20, 4 << 20))
     'job0 · stream · running · 25%'
+
+A job target is labelled by the state of the job that writes it, never "not
+opened yet" once the job exists::
+
+    >>> target_text(JobInfo("job0", "mirror", "running", target="nbd:localhost:10809:exportname=disk"))
+    'target of job0, written by the mirror'
 """
 
 from __future__ import annotations
@@ -17,8 +23,22 @@ from collections.abc import Sequence
 from html import escape
 
 from ..chain import Bitmap, Image, JobInfo, RetiredImage, display_name
+from ..predict import PREVIEW_STATUS
 from ..sizes import human_size
 from . import style
+
+# What a target is to the job writing it, by the job's status.
+TARGET_STATES = {
+    "created": "opened by the {type}",
+    "running": "written by the {type}",
+    "standby": "written by the {type}",
+    "ready": "kept in step by the {type} (ready)",
+    "paused": "written by the {type}, now paused",
+    "waiting": "written by the {type}, now finishing",
+    "pending": "written by the {type}, now finishing",
+    "aborting": "written by the {type}, now cancelled",
+    "concluded": "written by the {type}, which has ended",
+}
 
 
 def _row(text: str, size: int = 11, colour: str | None = None, bold: bool = False) -> str:
@@ -29,9 +49,14 @@ def _row(text: str, size: int = 11, colour: str | None = None, bold: bool = Fals
     return f'<TR><TD><FONT POINT-SIZE="{size}"{colour_attr}>{body}</FONT></TD></TR>'
 
 
+def sizes_known(image: Image) -> bool:
+    """False for a placeholder: a name QEMU has no node for (yet), such as an ``nbd:`` target."""
+    return bool(image.virtual_size) or image.allocated_size is not None
+
+
 def sizes_text(image: Image) -> str:
     """``64 MiB virtual · 1.25 MiB allocated`` (``?`` when QEMU did not say)."""
-    if not image.virtual_size and image.allocated_size is None:
+    if not sizes_known(image):
         return "not opened yet"
     virtual = human_size(image.virtual_size) if image.virtual_size else "?"
     allocated = human_size(image.allocated_size) if image.allocated_size is not None else "?"
@@ -64,19 +89,44 @@ def image_label(
     tags: Sequence[tuple[str, str]] = (),
     note: tuple[str, str] | None = None,
     muted: bool = False,
+    sizes: bool = True,
 ) -> str:
     """A node label: basename, node name and format, sizes, then tags (text, colour), bitmaps and a note."""
     ink = style.MUTED if muted else None
     rows = [_row(image.name, 12, ink, bold=True)]
     if details_text(image):
         rows.append(_row(details_text(image), 10, ink))
-    rows.append(_row(sizes_text(image), 9, style.MUTED))
+    if sizes:
+        rows.append(_row(sizes_text(image), 9, style.MUTED))
     rows += [_row(text, 10, colour, bold=True) for text, colour in tags]
     if image.bitmaps:
         rows.append(_badges(image.bitmaps))
     if note:
         rows.append(_row(note[0], 10, note[1], bold=True))
     return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{"".join(rows)}</TABLE>>'
+
+
+def writers(image: Image, jobs: Sequence[JobInfo]) -> list[JobInfo]:
+    """The started jobs that write into ``image`` (a preview's job has not opened anything yet)."""
+    names = {image.node_name, image.file, image.name} - {None}
+    return [
+        job
+        for job in jobs
+        if job.target and job.status != PREVIEW_STATUS and names & {job.target, display_name(job.target)}
+    ]
+
+
+def target_text(job: JobInfo) -> str:
+    """What the target is to ``job``, by its status: ``target of job0, written by the mirror``."""
+    state = TARGET_STATES.get(job.status, "{type} " + job.status)
+    return f"target of {job.id}, {state.format(type=job.type)}"
+
+
+def target_label(image: Image, jobs: Sequence[JobInfo]) -> str:
+    """A target outside the chain: sizes when QEMU gave them, and which job writes it in which state."""
+    writing = writers(image, jobs)
+    tags = [("outside the chain", style.MUTED)] + [(target_text(job), style.job_colour(job.type)) for job in writing]
+    return image_label(image, tags, sizes=sizes_known(image) or not writing)
 
 
 def retired_label(retired: RetiredImage, colour: str) -> str:

@@ -15,7 +15,7 @@ jobs:
 from __future__ import annotations
 
 from ..chain import Chain
-from .labels import bitmap_text, details_text, flow_text, job_caption, sizes_text
+from .labels import bitmap_text, details_text, flow_text, job_caption, sizes_known, sizes_text, target_text, writers
 
 
 def text(chain: Chain, *, diff_from: Chain | None = None, show_retired: bool = True, title: str | None = None) -> str:
@@ -36,7 +36,11 @@ def text(chain: Chain, *, diff_from: Chain | None = None, show_retired: bool = T
         lines.append(line + (f"  ({'; '.join(extras)})" if extras else ""))
     if chain.targets:
         lines.append("outside the chain:")
-        lines += [f"  {target.name}  {details_text(target)}" for target in chain.targets]
+        for target in chain.targets:
+            writing = writers(target, chain.jobs)
+            said = [sizes_text(target)] if sizes_known(target) or not writing else []
+            parts = (target.name, details_text(target), "; ".join(said + [target_text(job) for job in writing]))
+            lines.append("  " + "  ".join(part for part in parts if part))
     if chain.jobs:
         lines.append("jobs:")
         lines += [f"  {job_caption(job)}  {flow_text(job)}" for job in chain.jobs]
