@@ -1,5 +1,7 @@
 """``MigrationView(migration)``: source and destination chains side by side, the steps, and the mirror.
 
+The two sides wrap, one above the other, when they do not fit side by side,
+and each diagram shrinks to the width it has rather than being cut off.
 Both diagrams are ``ChainView``s, which redraw themselves on their own threads;
 the view also pokes them at every step, so the destination's diagram changes
 as soon as its export or ``cont`` does.  Show it, then run the flow::
@@ -20,6 +22,9 @@ from .migration import PLAN, StorageMigration
 from .widgets.chainview import ChainView
 from .widgets.jobmonitor import JobMonitor
 
+# Each side takes the width its diagram wants; when both do not fit they wrap, one above the other, and a
+# diagram wider than the output shrinks (ChainView's fit) instead of being cut off on the right.
+SIDE = {"flex": "1 1 auto", "min_width": "0", "max_width": "100%", "margin": "0 12px 8px 0"}
 MARKS = {"ok": ("✓", "#4e9a06"), "running": ("…", "#3465a4"), "failed": ("✗", "#a40000"), "": ("·", "#888a85")}
 
 
@@ -50,13 +55,16 @@ class MigrationView(widgets.VBox):
 
     def __init__(self, migration: StorageMigration) -> None:
         self.migration = migration
-        self.source = ChainView(migration.source)
-        self.destination = ChainView(migration.destination)
+        self.source = ChainView(migration.source, fit=True)
+        self.destination = ChainView(migration.destination, fit=True)
         self.sides = widgets.HBox(
             [
-                widgets.VBox([widgets.HTML("<b>source</b>"), self.source]),
-                widgets.VBox([widgets.HTML(f"<b>destination</b> ({escape(migration.address)})"), self.destination]),
-            ]
+                widgets.VBox([widgets.HTML("<b>source</b>"), self.source], layout=SIDE),
+                widgets.VBox(
+                    [widgets.HTML(f"<b>destination</b> ({escape(migration.address)})"), self.destination], layout=SIDE
+                ),
+            ],
+            layout={"flex_flow": "row wrap", "width": "100%"},
         )
         self.steps = widgets.HTML(steps_html(migration))
         self.mirror = widgets.VBox()

@@ -6,6 +6,7 @@ bounded poll (``wait_for``) instead of asserting after a fixed delay.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from html import unescape
 import pytest
 
 import qblocknb as qb
+from qblocknb.migration import StorageMigration, launch_destination
+from qblocknb.migrationview import MigrationView
 from qblocknb.seedchain import expected_view
 from qblocknb.widgets import ChainView, Console, Dashboard, JobMonitor
 
@@ -255,6 +258,31 @@ def test_the_view_redraws_after_commands_typed_in_the_notebook(seed_vm):
         assert seed_vm.verify(expected_view("ABCD"))
     finally:
         view.close()
+
+
+def test_the_migration_view_wraps_and_scales_its_two_chains(seed_vm, lab):
+    destination = launch_destination(lab, seed_vm)
+    migration = StorageMigration(seed_vm, destination, speed="64k")
+    view = MigrationView(migration)
+    try:
+        assert view.sides.layout.flex_flow == "row wrap", "a wide source pushes the destination below it"
+        for side in view.sides.children:
+            assert side.layout.min_width == "0" and side.layout.max_width == "100%"
+        for chain_view in (view.source, view.destination):
+            assert re.search(r'<svg style="max-width:100%;height:auto" width="[\d.]+pt"', chain_view.svg)
+        migration.start_server()
+        migration.export_target()
+        job = migration.mirror()
+        wait_for(lambda: f"target of {job.id}, " in view_text(view.source), "the NBD target labelled by its job")
+        assert "not opened yet" not in view_text(view.source)
+        job.set_speed(0)
+        migration.run()
+        assert view.mirror.children[0].job is job
+    finally:
+        view.close()
+    destination.flush()
+    assert lab.compare("d.qcow2", "target-disk.qcow2")
+    assert destination.verify(expected_view("ABCD"))
 
 
 def test_the_console_speaks_qmp_shell_and_shows_events(seed_vm):

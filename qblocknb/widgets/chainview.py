@@ -20,10 +20,15 @@ from .refresher import Refresher
 
 
 class ChainView(widgets.VBox):
-    """The live diagram of one device's chain; ``.chain`` and ``.svg`` hold what it shows."""
+    """The live diagram of one device's chain; ``.chain`` and ``.svg`` hold what it shows.
 
-    def __init__(self, vm, device: str | None = None, highlight: bool = True, interval: float = 0.2) -> None:
-        self.vm, self.device, self.highlight = vm, device, highlight
+    A wide chain scrolls sideways; with ``fit=True`` it shrinks to the width it is given instead.
+    """
+
+    def __init__(
+        self, vm, device: str | None = None, highlight: bool = True, interval: float = 0.2, fit: bool = False
+    ) -> None:
+        self.vm, self.device, self.highlight, self.fit = vm, device, highlight, fit
         self.chain: Chain | None = None
         self.before: Chain | None = None  # the chain before the last change, for the highlight
         self.listeners: list[Callable[[Chain], None]] = []  # called with each new chain, on the view's thread
@@ -58,7 +63,7 @@ class ChainView(widgets.VBox):
             self.caption.value = f"<code>{escape(str(chain))}</code>" + (
                 f' <span style="color:#4e9a06">(last change: {escape(str(changed))})</span>' if changed else ""
             )
-            self.diagram.value = diagram_html(chain, diff_from=self.before if self.highlight else None)
+            self.diagram.value = diagram_html(chain, fit=self.fit, diff_from=self.before if self.highlight else None)
             self.chain = chain  # last, so that whoever sees the new chain also sees its picture
             self.status.value = ""
         for listener in list(self.listeners):

@@ -14,6 +14,8 @@ from ..chain import Chain
 from ..errors import ToolError
 from ..render import svg, text
 
+FIT_STYLE = "max-width:100%;height:auto"  # keeps the aspect ratio: graphviz writes a viewBox
+
 
 def error_html(error: BaseException | str) -> str:
     """An error as one red sentence."""
@@ -28,10 +30,15 @@ def code_html(source: str) -> str:
     return f'<pre class="qb-code" style="margin:2px 0">{escape(source)}</pre>'
 
 
-def diagram_html(chain: Chain, caption: str = "", **options) -> str:
-    """The chain as inline SVG; as text plus the install line when graphviz's dot is missing."""
+def diagram_html(chain: Chain, caption: str = "", fit: bool = False, **options) -> str:
+    """The chain as inline SVG; as text plus the install line when graphviz's dot is missing.
+
+    With ``fit`` a wide diagram shrinks to the width it is given instead of being cut off or scrolled.
+    """
     try:
         body = svg(chain, **options)
+        if fit:
+            body = body.replace("<svg", f'<svg style="{FIT_STYLE}"', 1)
     except ToolError as error:
         body = code_html(text(chain, **options)) + note_html(str(error))
     title = f'<div class="qb-caption" style="font-weight:bold">{escape(caption)}</div>' if caption else ""
