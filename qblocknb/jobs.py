@@ -180,9 +180,13 @@ class Job:
         self._notify()
 
     def handle_sample(self, info: dict, at: float) -> None:
-        """Record one ``query-block-jobs`` entry taken at monotonic time ``at``."""
+        """Record one ``query-block-jobs`` entry taken at monotonic time ``at``.
+
+        Two threads sample (the monitor and ``vm.chain()``); a sample older than the last row is dropped so the
+        timeline stays in time order.
+        """
         with self._cond:
-            if self.ended:
+            if self.ended or (self._samples and at - self.started < self._samples[-1]["t"]):
                 return
             self._progress_from(info)
             self.speed = info.get("speed", self.speed)

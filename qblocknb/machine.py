@@ -278,12 +278,17 @@ class Machine:
                 infos = await self.session.execute_async("query-block-jobs")
             except Exception:  # QEMU gone or busy: the waiting side reports it
                 return
-            now = time.monotonic()
-            for info in infos:
-                job = self._jobs.get(info.get("device"))
-                if job is not None:
-                    job.handle_sample(info, now)
+            self._record_samples(infos, time.monotonic())
             await asyncio.sleep(self.sample_interval)
+
+    def _sample_now(self) -> None:
+        self._record_samples(self.session.execute("query-block-jobs", record=False), time.monotonic())
+
+    def _record_samples(self, infos: list[dict], at: float) -> None:
+        for info in infos:
+            job = self._jobs.get(info.get("device"))
+            if job is not None:
+                job.handle_sample(info, at)
 
     # -- chain ------------------------------------------------------------------------------
     def chain(self, device: str | None = None) -> Chain:
@@ -294,6 +299,8 @@ class Machine:
         self._reconcile(chain)
         by_name = {node["node-name"]: node for node in nodes}
         active = tuple(job for job in self.job_list if not job.ended)
+        if active:  # the drawing shows progress as of now, not as of the sampler's last round
+            self._sample_now()
         targets = tuple(
             _target_image(job.target, by_name) for job in active if job.target and chain.find(job.target) is None
         )

@@ -103,3 +103,15 @@ def test_verbs_typed_as_commands_go_through_the_job(seed_vm, lab):
     assert job.wait(timeout=60).outcome == "completed", "wait() knows the typed complete is on its way"
     assert str(seed_vm.chain()) == "[e.qcow2]"
     assert seed_vm.verify(expected_view("ABCD"))
+
+
+def test_the_chain_shows_progress_as_of_now(seed_vm):
+    seed_vm.monitoring = False  # no background sampling: only vm.chain() itself can bring the progress up to date
+    job = seed_vm.drive_mirror(device="node-D", target="e.qcow2", sync="full", format="qcow2", speed=1 << 20)
+    time.sleep(0.5)
+    info = seed_vm.query_block_jobs()[0]
+    shown = seed_vm.chain().jobs[0]
+    assert shown.offset >= info["offset"] > 0, "the diagram is at least as far along as QEMU was a moment before"
+    job.cancel(force=True).wait(timeout=60)
+    assert job.timeline["t"].is_monotonic_increasing
+    assert seed_vm.verify(expected_view("ABCD"))
