@@ -36,7 +36,7 @@ TARGET_STATES = {
     "paused": "written by the {type}, now paused",
     "waiting": "written by the {type}, now finishing",
     "pending": "written by the {type}, now finishing",
-    "aborting": "written by the {type}, now cancelled",
+    "aborting": "written by the {type}, now stopping",
     "concluded": "written by the {type}, which has ended",
 }
 
