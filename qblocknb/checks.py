@@ -56,8 +56,16 @@ def check_job(
             "a job with that id has not ended yet",
             "pick another job-id or wait for that job",
         )
+    if not arguments.get("device"):
+        raise InputError(f"{command} needs a device", "QEMU requires it", f"pass device={chain.active.label}")
     top = check_device(chain, command, arguments.get("device"))
     if job_type == "stream":
+        if top == 0:
+            raise InputError(
+                f"{command}: '{chain.images[0].label}' has no backing file",
+                "there is nothing below it to stream from",
+                "pick an overlay as device, or take a snapshot first",
+            )
         _check_below(chain, command, top, arguments.get("base-node") or arguments.get("base"), "base")
     elif job_type == "commit":
         if arguments.get("top-node") or arguments.get("top"):

@@ -13,6 +13,7 @@ block, and at interpreter exit: quit, then SIGTERM, then SIGKILL.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import threading
@@ -29,6 +30,14 @@ from .process import QemuProcess, command_line
 from .session import Session
 
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+_open_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_open_labs() -> None:
+    """End every lab's QEMUs at exit; registered after the QMP loop's own exit hook, so it runs before it."""
+    for lab in list(_open_labs):
+        lab._finalizer()
 
 
 class Lab:
@@ -42,6 +51,8 @@ class Lab:
         self.machines: list[Machine] = []
         self._socket_dir: Path | None = None
         self._finalizer = weakref.finalize(self, Lab._end_all, self.machines)
+        self._finalizer.atexit = False  # _end_open_labs does it at exit, while the QMP loop still runs
+        _open_labs.add(self)
 
     def __repr__(self) -> str:
         return f"<Lab {self.path} with {len(self.machines)} QEMU>"

@@ -95,8 +95,18 @@ class Session:
             self._pump.cancel()
 
     async def _pump_events(self) -> None:
-        async for event in self._events:
-            data = dict(event)
+        """Hand each event to the listeners until the connection ends (so a dead QEMU leaves no task waiting)."""
+        while True:
+            event = asyncio.ensure_future(self._events.get())
+            state = asyncio.ensure_future(self._client.runstate_changed())
+            await asyncio.wait({event, state}, return_when=asyncio.FIRST_COMPLETED)
+            if not event.done():
+                event.cancel()
+                if self._client.runstate != Runstate.RUNNING:
+                    return
+                continue
+            state.cancel()
+            data = dict(event.result())
             for callback in list(self.listeners):
                 try:
                     callback(data)

@@ -77,12 +77,29 @@ def test_job_annotations_reach_the_images():
     [
         ("block-stream", "stream", {"device": "node-X"}, "node-X"),
         ("block-stream", "stream", {"device": "node-B", "base-node": "node-C"}, "not below"),
-        ("block-commit", "commit", {"top-node": "node-A"}, "base image"),
-        ("drive-mirror", "mirror", {"sync": "incremental", "target": "x"}, "not valid for a mirror"),
-        ("drive-backup", "backup", {"target": "x"}, "needs a sync mode"),
-        ("blockdev-backup", "backup", {"sync": "full", "target": "node-Q"}, "node-Q"),
-        ("drive-mirror", "mirror", {"sync": "full", "target": "/nonexistent/dir/e.qcow2"}, "folder"),
-        ("drive-mirror", "mirror", {"sync": "top", "target": "/tmp/none.qcow2", "mode": "existing"}, "existing"),
+        ("block-commit", "commit", {"device": "node-C", "top-node": "node-A"}, "base image"),
+        ("block-stream", "stream", {"device": "node-A"}, "no backing file"),
+        ("drive-backup", "backup", {"sync": "full", "target": "x"}, "needs a device"),
+        (
+            "drive-mirror",
+            "mirror",
+            {"device": "node-C", "sync": "incremental", "target": "x"},
+            "not valid for a mirror",
+        ),
+        ("drive-backup", "backup", {"device": "node-C", "target": "x"}, "needs a sync mode"),
+        ("blockdev-backup", "backup", {"device": "node-C", "sync": "full", "target": "node-Q"}, "node-Q"),
+        (
+            "drive-mirror",
+            "mirror",
+            {"device": "node-C", "sync": "full", "target": "/nonexistent/dir/e.qcow2"},
+            "folder",
+        ),
+        (
+            "drive-mirror",
+            "mirror",
+            {"device": "node-C", "sync": "top", "target": "/tmp/none.qcow2", "mode": "existing"},
+            "existing",
+        ),
         ("block-stream", "stream", {"job-id": "job0"}, "already in use"),
     ],
 )
@@ -95,9 +112,13 @@ def test_checks_name_the_bad_value(command, job_type, arguments, message):
 def test_checks_accept_good_arguments_and_nbd_targets():
     chain = Chain.from_qmp(BLOCK, NODES, "virtio0")
     known = {"node-A", "node-B", "node-C", "node-E"}
-    check_job("block-commit", "commit", {"top": "b.qcow2", "base": "a.qcow2"}, chain, known, set(), None)
-    check_job("blockdev-mirror", "mirror", {"sync": "full", "target": "node-E"}, chain, known, set(), None)
-    nbd = {"sync": "top", "mode": "existing", "target": "nbd:localhost:10809:exportname=x"}
+    check_job(
+        "block-commit", "commit", {"device": "node-C", "top": "b.qcow2", "base": "a.qcow2"}, chain, known, set(), None
+    )
+    check_job(
+        "blockdev-mirror", "mirror", {"device": "node-C", "sync": "full", "target": "node-E"}, chain, known, set(), None
+    )
+    nbd = {"device": "node-C", "sync": "top", "mode": "existing", "target": "nbd:localhost:10809:exportname=x"}
     check_job("drive-mirror", "mirror", nbd, chain, known, set(), None)
 
 
@@ -137,7 +158,13 @@ def test_filter_nodes_are_known_targets_but_not_images():
     assert chain.filter_nodes == ("node-F",)
     assert "node-F" in chain.known_node_names and chain.find("node-F") is None
     check_job(
-        "blockdev-backup", "backup", {"sync": "full", "target": "node-F"}, chain, chain.known_node_names, set(), None
+        "blockdev-backup",
+        "backup",
+        {"device": "node-C", "sync": "full", "target": "node-F"},
+        chain,
+        chain.known_node_names,
+        set(),
+        None,
     )
 
 

@@ -131,7 +131,7 @@ def test_complete_on_an_active_commit_pivots(dashboard, seed_vm):
     monitor.speed.value = 0  # the slider: unlimited
     wait_for(lambda: job.status == "ready" and enabled(monitor) == {"complete", "cancel", "pause"}, "ready buttons")
     wait_for(lambda: colours(monitor) == {"complete": "success", "cancel": "warning"}, "Complete green once enabled")
-    assert "waiting for Complete" in monitor.status.value
+    wait_for(lambda: "waiting for Complete" in monitor.status.value, "the status line to say what READY waits for")
 
     monitor.buttons["complete"].click()
     job.wait()
