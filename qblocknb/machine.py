@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import re
 import threading
 import time
 from dataclasses import replace
@@ -398,7 +399,22 @@ def _target_image(target: str, nodes: dict[str, dict]) -> Image:
     """A job target outside the chain, as an Image: its node, the unnamed node QEMU opened for it, or just the name."""
     if target in nodes:
         return image_from_node(nodes[target])
-    opened = [n for n in nodes.values() if n["file"] == target and n.get("drv") not in PROTOCOL_DRIVERS]
-    if opened:  # drive-mirror and drive-backup open their target under an automatic '#block' name
-        return replace(image_from_node(opened[0]), node_name=None)
+    wanted = nbd_uri(target)
+    opened = [n for n in nodes.values() if nbd_uri(n["file"]) == wanted and n.get("drv") not in PROTOCOL_DRIVERS]
+    if opened:  # drive-mirror and drive-backup open their target, under an automatic '#block' name unless given one
+        image = image_from_node(opened[0])
+        return replace(image, node_name=None) if opened[0]["node-name"].startswith("#") else image
     return Image(file=target, format="?", virtual_size=0)
+
+
+def nbd_uri(name: str) -> str:
+    """The seed's ``nbd:HOST:PORT:exportname=X`` in the URI form QEMU reports for the node; other names unchanged.
+
+    >>> nbd_uri("nbd:127.0.0.1:10809:exportname=node-TargetDisk")
+    'nbd://127.0.0.1:10809/node-TargetDisk'
+    """
+    match = re.fullmatch(r"nbd:([^:\[\]]+|\[[^\]]+\]):(\d+)(?::exportname=(.*))?", name)
+    if not match:
+        return name
+    host, port, export = match.groups()
+    return f"nbd://{host}:{port}/{export or ''}"

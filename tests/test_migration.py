@@ -125,6 +125,8 @@ def test_migration_moves_disk_and_guest_including_writes_during_the_mirror(lab, 
     job = migration.mirror()
     source.write("virtio0", "8M", "1M", pattern=0x5E)  # the guest keeps writing while the mirror copies
     status_at_write = job.status
+    target = source.chain().targets[0]  # the nbd: target, matched to the node QEMU opened for it
+    assert (target.format, target.virtual_size) == ("raw", 64 << 20) and target.name.endswith("/node-TargetDisk")
     migration.wait_ready()
     source.write("virtio0", "12M", "512k", pattern=0x6F)  # and after READY, until the switch
     migration.run()
