@@ -18,7 +18,7 @@ from qemu.qmp import EventListener, QMPClient
 import qblocknb as qb
 import qblocknb.process
 
-ROUNDS = 7
+ROUNDS = 15
 SNAPSHOTS = [("node-A", "b.qcow2", "node-B"), ("node-B", "c.qcow2", "node-C"), ("node-C", "d.qcow2", "node-D")]
 
 

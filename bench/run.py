@@ -70,13 +70,18 @@ def main() -> None:
             "Three `blockdev-snapshot-sync`, a `block-stream` of the whole chain into D waited to the end, and "
             "a `query-block-jobs`, on an 8 MiB-filled 64 MiB base (QEMU start-up not timed). The toolkit also "
             "reads the chain before the job (pre-flight checks) and records every command; `Python peak KiB` "
-            "is tracemalloc's peak over the timed part.",
+            "is tracemalloc's peak over the timed part. Most of the difference is those pre-flight reads (one "
+            "`query-block` and one `query-named-block-nodes`, about 2.5 ms together, before each snapshot and the "
+            "job) and the hop to the background loop thread that lets a notebook cell block while events flow; "
+            "the price of refusing bad arguments with a sentence before QEMU sees them.",
             workflow,
         ),
         section(
             "Monitoring overhead on a long job",
             "`drive-mirror sync=full` of a fully written 256 MiB disk to READY, then cancel; "
-            "with monitoring on, `query-block-jobs` is sampled every 20 ms to build `job.timeline`.",
+            "with monitoring on, `query-block-jobs` is sampled every 20 ms to build `job.timeline`. "
+            "Medians of interleaved rounds; differences of a few percent are within the run-to-run noise of "
+            "this shared 2-core machine.",
             monitoring,
         ),
         section("Rendering", "Chain to SVG with graphviz `dot`, hand-built chains of growing length.", rendering),
