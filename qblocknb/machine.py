@@ -58,6 +58,7 @@ class Machine:
         self.listeners: list = []  # callables(event dict), called on the session thread
         self.retired: list[RetiredImage] = []
         self._jobs: dict[str, Job] = {}
+        self._refused_ids: set[str] = set()  # jobs QEMU created and aborted within a refused command
         self._reconciled: set[Job] = set()  # jobs, not ids: the seed reuses job0
         self._commands: set[str] | None = None
         self._arg_names: dict[str, set[str]] | None = None
@@ -211,6 +212,7 @@ class Machine:
         """Drop a registered Job whose command QEMU refused."""
         with self._lock:
             self._jobs.pop(job.id, None)
+            self._refused_ids.add(job.id)
         with contextlib.suppress(ValueError):
             self.job_list.remove(job)
 
@@ -258,7 +260,10 @@ class Machine:
                 job = self._jobs.get(job_id)
                 if job is not None and job.ended and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
                     job = None  # a new job that reuses an old id
-                if job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
+                if job is None and job_id in self._refused_ids:  # the rest of a refused command's aborted job
+                    if data.get("status") == "null":
+                        self._refused_ids.discard(job_id)
+                elif job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
                     job = Job(self, job_id, "unknown", {}, None)
                     self._jobs[job_id] = job
                     self.job_list.append(job)

@@ -99,13 +99,16 @@ class Session:
         while True:
             event = asyncio.ensure_future(self._events.get())
             state = asyncio.ensure_future(self._client.runstate_changed())
-            await asyncio.wait({event, state}, return_when=asyncio.FIRST_COMPLETED)
-            if not event.done():
-                event.cancel()
+            try:
+                await asyncio.wait({event, state}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when close() cancels the pump: no waiter may outlive it
+                state.cancel()
+                if not event.done():
+                    event.cancel()
+            if not event.done() or event.cancelled():
                 if self._client.runstate != Runstate.RUNNING:
                     return
                 continue
-            state.cancel()
             data = dict(event.result())
             for callback in list(self.listeners):
                 try:

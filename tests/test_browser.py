@@ -333,6 +333,17 @@ def test_quickstart_dashboard_in_jupyterlab(jupyterlab: JupyterLab, browser_page
         assert "node-A · qcow2" not in after, after
         assert "block-stream sent: started job" in form.inner_text()
         shot(page, "dashboard-after-stream", dashboard)
+
+        # The console tab: a qmp-shell line typed and sent, QEMU's reply and the job's events in the transcript.
+        dashboard.locator(".lm-TabBar-tab", has_text="console").first.click()
+        console = dashboard.locator(".qb-console").first
+        console.locator("input[type='text']").first.fill("query-block-jobs")
+        console.get_by_role("button", name="Send").click()
+        wait_for(lambda: '"return": []' in console.inner_text(), UI_WAIT, "the console showing QEMU's reply")
+        transcript = console.inner_text()
+        assert "(QEMU) query-block-jobs" in transcript, transcript
+        assert "JOB_STATUS_CHANGE" in transcript, "the events of the stream are in the console"
+        shot(page, "console", console)
         shot(page, "quickstart-page")
 
         # The last cell ends the QEMU; then the kernel goes too.

@@ -27,7 +27,9 @@ TRANSCRIPT_STYLE = (
 
 
 def _block(body: str, colour: str = "#2e3436") -> str:
-    return f'<pre style="margin:1px 0;color:{colour};white-space:pre-wrap">{body}</pre>'
+    # A div, not a pre: JupyterLab's widget styles clip a pre's descenders inside an HTML widget.
+    style = f"margin:1px 0;color:{colour};white-space:pre-wrap;font-family:monospace;font-size:12px;line-height:1.4"
+    return f'<div style="{style}">{body}</div>'
 
 
 def reply_json(result: Any) -> str:
