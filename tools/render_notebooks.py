@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ def execute(path: Path) -> tuple[nbformat.NotebookNode, str | None]:
         notebook, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(path.parent)}}
     )
     try:
-        client.execute(env=env)
+        client.execute(env=env, stderr=subprocess.DEVNULL)  # kernel start-up chatter; cell errors still arrive
     except CellExecutionError as error:
         return notebook, str(error).splitlines()[-1] if str(error) else type(error).__name__
     return notebook, None
