@@ -49,17 +49,30 @@ def detect_format(path: Path) -> str:
     return info_chain(path)[0]["format"]
 
 
+Run = tuple[int | str, int | str, int]  # (offset, length, pattern)
+
+
+def io_command(verb: str, offset: int | str, length: int | str, pattern: int) -> str:
+    """A qemu-io ``read``/``write`` command line with a byte pattern: ``write -P 0xa1 0 1048576``."""
+    return f"{verb} -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
+
+
 def write(path: Path, offset: int | str, length: int | str, pattern: int, fmt: str | None = None) -> None:
     """Write ``pattern`` bytes into an image that no QEMU holds open."""
-    command = f"write -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
+    command = io_command("write", offset, length, pattern)
     run("qemu-io", "-f", fmt or detect_format(path), "-c", command, str(path), what=f"writing into {path.name}")
 
 
 def read_matches(path: Path, offset: int | str, length: int | str, pattern: int) -> bool:
     """True when every byte in the range reads as ``pattern`` (through the backing chain)."""
-    command = f"read -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
+    return runs_match(path, [(offset, length, pattern)])
+
+
+def runs_match(path: Path, runs: list[Run]) -> bool:
+    """True when every ``(offset, length, pattern)`` run reads back; one qemu-io for all of them."""
+    commands = [arg for run_ in runs for arg in ("-c", io_command("read", *run_))]
     done = run_status(
-        "qemu-io", "-U", "-r", "-f", detect_format(path), "-c", command, str(path), what=f"reading {path.name}"
+        "qemu-io", "-U", "-r", "-f", detect_format(path), *commands, str(path), what=f"reading {path.name}"
     )
     if "Pattern verification failed" in done.stdout:
         return False

@@ -316,7 +316,7 @@ class Job:
             )
 
     # -- verbs ------------------------------------------------------------------------------
-    def send_verb(self, verb: str, command: str, arguments: dict) -> object:
+    def send_verb(self, verb: str, command: str, arguments: dict, timeout: float | None = None) -> object:
         """Send a job verb if QEMU would accept it now, keeping this Job's view of it; QEMU's answer.
 
         ``vm.shell("block-job-complete device=job0")`` comes here too, so typed and called verbs agree.
@@ -340,7 +340,7 @@ class Job:
         if ending:
             self._ending_requested = True
         try:
-            result = self.machine.session.execute(command, arguments)
+            result = self.machine.session.execute(command, arguments, timeout=timeout)
         except Exception:
             if ending:
                 self._ending_requested = False

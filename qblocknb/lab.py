@@ -94,6 +94,10 @@ class Lab:
         """True when the range reads as ``pattern`` through the image's backing chain."""
         return images.read_matches(self._existing(name), offset, length, pattern)
 
+    def runs_match(self, name: str, runs: list[images.Run]) -> bool:
+        """True when each ``(offset, length, pattern)`` run reads back from ``name`` (one qemu-io for all)."""
+        return images.runs_match(self._existing(name), runs)
+
     def info(self, name: str) -> list[dict]:
         """``qemu-img info --backing-chain`` as a list, active image first."""
         return images.info_chain(self._existing(name))
@@ -141,6 +145,12 @@ class Lab:
         ``wrapper`` prefixes the command line, e.g. ``["ip", "netns", "exec", "ns1"]`` to start QEMU inside a
         network namespace (the QMP socket is a file, so it is reached from any namespace).
         """
+        if not self._finalizer.alive:
+            raise InputError(
+                f"cannot launch {image} from a closed lab",
+                "the lab ended its QEMUs and no longer looks after new ones",
+                "create a new qb.Lab()",
+            )
         path = self._existing(image)
         number = len(self.machines)
         name = name or f"qemu{number}"

@@ -77,5 +77,10 @@ def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-    """Run a coroutine on the shared loop and wait for its result."""
-    return submit(coro).result(timeout)
+    """Run a coroutine on the shared loop and wait for its result; on a timeout the coroutine is cancelled."""
+    future = submit(coro)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()  # a QMP call given up on must not stay pending on the loop
+        raise

@@ -29,7 +29,6 @@ from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
 from .session import Session
-from .sizes import parse_size
 
 SAMPLE_INTERVAL = 0.02
 JOB_EVENTS = {
@@ -64,6 +63,7 @@ class Machine:
         self._arg_names: dict[str, set[str]] | None = None
         self._sampler: asyncio.Future | None = None
         self._lock = threading.Lock()
+        self._guest_io_lock = threading.Lock()
         session.listeners.append(self._on_event)
 
     def __repr__(self) -> str:
@@ -116,10 +116,10 @@ class Machine:
         merged = dict(arguments or {})
         merged.update(self._qmp_arguments(command, kwargs))
         if command in JOB_COMMANDS:
-            return self._start_job(command, merged)
+            return self._start_job(command, merged, timeout)
         job = self._jobs.get(merged.get("device") or merged.get("id")) if command in VERB_COMMANDS else None
         if job is not None and not job.ended:
-            return job.send_verb(VERB_COMMANDS[command], command, merged)
+            return job.send_verb(VERB_COMMANDS[command], command, merged, timeout)
         if command == SNAPSHOT:
             self._check_against_chain(command, merged)
         return self.session.execute(command, merged, timeout=timeout)
@@ -177,10 +177,10 @@ class Machine:
         return self._arg_names.get(command, set())
 
     # -- jobs -------------------------------------------------------------------------------
-    def _start_job(self, command: str, arguments: dict) -> Job:
+    def _start_job(self, command: str, arguments: dict, timeout: float | None = None) -> Job:
         job = self.expect_job(command, arguments)
         try:
-            self.session.execute(command, arguments)
+            self.session.execute(command, arguments, timeout=timeout)
         except Exception:
             self.forget_job(job)
             raise
@@ -217,8 +217,8 @@ class Machine:
             self.job_list.remove(job)
 
     def next_job_id(self) -> str:
-        """``job0``, ``job1``, ...: the first id no job of this session has used."""
-        used = {job.id for job in self.job_list}
+        """``job0``, ``job1``, ...: the first id no job of this session has used (refused ones included)."""
+        used = {job.id for job in self.job_list} | self._refused_ids
         number = 0
         while f"job{number}" in used:
             number += 1
@@ -279,13 +279,17 @@ class Machine:
 
     async def _sample_jobs(self) -> None:
         """Poll query-block-jobs while any job runs, so each Job gets a timeline."""
-        while any(not job.ended for job in self._jobs.values()) and self.session.connected:
+        while self._any_running() and self.session.connected:
             try:
                 infos = await self.session.execute_async("query-block-jobs")
             except Exception:  # QEMU gone or busy: the waiting side reports it
                 return
             self._record_samples(infos, time.monotonic())
             await asyncio.sleep(self.sample_interval)
+
+    def _any_running(self) -> bool:
+        with self._lock:  # callers on other threads add jobs while the sampler looks
+            return any(not job.ended for job in self._jobs.values())
 
     def _sample_now(self) -> None:
         self._record_samples(self.session.execute("query-block-jobs", record=False), time.monotonic())
@@ -315,24 +319,24 @@ class Machine:
     def _reconcile(self, chain: Chain) -> None:
         """Remember images that ended jobs removed from the chain, with the seed's rule."""
         present = set(chain.files)
-        for job in self.job_list:
-            if not job.ended or job in self._reconciled or job.chain_before is None:
-                continue
-            self._reconciled.add(job)
-            known = {r.file for r in self.retired}
-            for image in job.chain_before.images:
-                if image.file not in present and image.file not in known:
-                    self.retired.append(retire(image, job.type))
+        with self._lock:  # views redraw from their own threads while the notebook asks too
+            for job in list(self.job_list):
+                if not job.ended or job in self._reconciled or job.chain_before is None:
+                    continue
+                self._reconciled.add(job)
+                known = {r.file for r in self.retired}
+                for image in job.chain_before.images:
+                    if image.file not in present and image.file not in known:
+                        self.retired.append(retire(image, job.type))
 
     # -- guest I/O and verification ---------------------------------------------------------
     def write(self, device: str, offset: int | str, length: int | str, pattern: int = 0xCD) -> None:
         """Write as the guest would, through the device's own backend (HMP ``qemu-io -d``)."""
-        command = f"write -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
-        self._guest_io(device, command, "wrote")
+        self._guest_io(device, images.io_command("write", offset, length, pattern), "wrote")
 
     def read_matches(self, device: str, offset: int | str, length: int | str, pattern: int) -> bool:
         """Read through the device inside QEMU; True when the range holds ``pattern``."""
-        command = f"read -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"
+        command = images.io_command("read", offset, length, pattern)
         return "Pattern verification failed" not in self._guest_io(device, command, "read")
 
     def _guest_io(self, device: str, command: str, success: str) -> str:
@@ -342,17 +346,18 @@ class Machine:
                 "HMP qemu-io prints its result on QEMU's stdout, which only the Lab captures",
                 "launch the QEMU with lab.launch()",
             )
-        self.process.new_stdout()
-        reply = self.hmp(f'qemu-io -d /machine/peripheral/{device}/virtio-backend "{command}"')
-        if reply.strip():
-            raise Error(f"qemu-io '{command}' on '{device}' was refused", reply.strip(), "check the device name")
-        deadline = time.monotonic() + 5
-        text = ""
-        while time.monotonic() < deadline:
-            text += self.process.new_stdout()
-            if success in text or "failed" in text or "error" in text.lower():
-                break
-            time.sleep(0.01)
+        with self._guest_io_lock:  # the answer is read back from QEMU's stdout: one command at a time
+            self.process.new_stdout()
+            reply = self.hmp(f'qemu-io -d /machine/peripheral/{device}/virtio-backend "{command}"')
+            if reply.strip():
+                raise Error(f"qemu-io '{command}' on '{device}' was refused", reply.strip(), "check the device name")
+            deadline = time.monotonic() + 5
+            text = ""
+            while time.monotonic() < deadline:
+                text += self.process.new_stdout()
+                if success in text or "failed" in text or "error" in text.lower():
+                    break
+                time.sleep(0.01)
         if success not in text:
             raise Error(
                 f"qemu-io '{command}' on '{device}' failed",
@@ -372,7 +377,7 @@ class Machine:
         """Flush, then check that each ``(offset, length, pattern)`` reads back from the active image's chain."""
         self.flush()
         path = self.host_path(image or self.chain().active.file)
-        return all(images.read_matches(path, offset, length, pattern) for offset, length, pattern in expected)
+        return images.runs_match(path, expected)
 
     def compare(self, other: str | Path) -> images.Comparison:
         """Flush, then ``qemu-img compare`` the guest view with another image."""

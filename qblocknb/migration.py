@@ -235,9 +235,14 @@ class StorageMigration:
                 if status == "completed":
                     return
                 if status in ("failed", "cancelled", "none"):
-                    raise Error("query-migrate", info.get("error-desc") or f"the migration is {status}")
+                    raise Error(
+                        "the VM state did not migrate", info.get("error-desc") or f"query-migrate says {status}"
+                    )
                 if time.monotonic() > deadline:
-                    raise Error("query-migrate", f"the migration is still {status} after {self.timeout:.0f} s")
+                    raise Error(
+                        "the VM state did not finish migrating",
+                        f"query-migrate still says {status} after {self.timeout:.0f} s",
+                    )
                 time.sleep(POLL)
 
     def cancel_mirror(self) -> None:
@@ -369,6 +374,10 @@ class StorageMigration:
             row.update(duration_s=time.monotonic() - begun, outcome=f"failed: {error.why or error}")
             self._notify(row)
             raise self._failure(method, command, machine, error.why or str(error), command) from error
+        except BaseException as error:  # an interrupt or a bug: the row must not say "running" forever
+            row.update(duration_s=time.monotonic() - begun, outcome=f"failed: {type(error).__name__}")
+            self._notify(row)
+            raise
         row.update(duration_s=time.monotonic() - begun, outcome="ok")
         self.done.append(method)
         self._notify(row)

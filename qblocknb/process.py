@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from .errors import QEMUGone
@@ -164,9 +163,8 @@ class QemuProcess:
 
     def wait_exit(self, timeout: float) -> bool:
         """Wait for the process to exit by itself; True when it did."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return True
-            time.sleep(0.02)
-        return False
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True

@@ -157,10 +157,6 @@ class Session:
     async def _execute(self, command: str, arguments: dict) -> object:
         return await self._client.execute(command, arguments or None)
 
-    def call_soon(self, coro_factory: Callable[[], object]) -> None:
-        """Run a coroutine on the loop without waiting (used by samplers)."""
-        loop.submit(coro_factory())  # type: ignore[arg-type]
-
     async def execute_async(self, command: str, arguments: dict | None = None) -> object:
         """For coroutines already on the loop: an unrecorded command."""
         return await asyncio.wait_for(self._client.execute(command, arguments or None), self.timeout)

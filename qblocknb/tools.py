@@ -14,17 +14,18 @@ from pathlib import Path
 from .errors import ToolError
 
 TOOL_TIMEOUT = 120
+PACKAGES = (("qemu-system", "qemu-system-x86"), ("qemu-", "qemu-utils"), ("openssl", "openssl"), ("dot", "graphviz"))
 
 
 def require(tool: str) -> str:
-    """Return the path of a QEMU tool, or explain how to install it."""
+    """Return the path of a tool, or explain which package brings it."""
     path = shutil.which(tool)
     if path is None:
-        package = "qemu-system-x86" if tool.startswith("qemu-system") else "qemu-utils"
+        package = next((p for prefix, p in PACKAGES if tool.startswith(prefix)), tool)
         raise ToolError(
             f"'{tool}' was not found on PATH",
-            "QEMU's tools are needed for every operation",
-            f"install them with: sudo apt-get install {package}",
+            f"qblocknb runs it for this step; Debian and Ubuntu ship it in '{package}'",
+            f"install it with: sudo apt-get install {package}",
         )
     return path
 

@@ -38,4 +38,4 @@ def confirm(ok: bool, what: str) -> None:
 
 def reads(lab: Lab, image: str, letters: str) -> bool:
     """True when ``image``, read through its own backing chain, shows exactly the seed layers in ``letters``."""
-    return all(lab.read_matches(image, *run) for run in expected_view(letters))
+    return lab.runs_match(image, expected_view(letters))

@@ -108,7 +108,9 @@ class JupyterLab:
 
     def __init__(self, home: Path) -> None:
         self.root = home / "notebooks"
-        shutil.copytree(ROOT / "notebooks", self.root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        self.root.mkdir()
+        for notebook in (ROOT / "notebooks").glob("*.ipynb"):  # the notebooks only, not what a local run left
+            shutil.copy2(notebook, self.root)
         self.scratch = home / "scratch"  # the kernel's TMPDIR: every qb.Lab() folder lands here
         self.scratch.mkdir()
         settings = home / "settings"

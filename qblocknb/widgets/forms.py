@@ -12,11 +12,11 @@ from __future__ import annotations
 from string import ascii_lowercase
 
 from ..chain import Chain
+from ..checks import SYNC_MODES
 from ..errors import InputError
 from .form import NONE, CommandForm, dropdown, job_arguments, node_options, optional, text
 
 SAME_FORMAT = "(as the source)"
-SYNC_MODES = {"mirror": ["full", "top", "none"], "backup": ["full", "top", "none", "incremental", "bitmap"]}
 
 
 def fresh_image(vm, chain: Chain) -> tuple[str, str]:
@@ -150,7 +150,7 @@ class _CopyForm(CommandForm):
     def build_fields(self) -> dict:
         return {
             "device": dropdown("device"),
-            "sync": dropdown("sync", SYNC_MODES[self.job_type]),
+            "sync": dropdown("sync", list(SYNC_MODES[self.job_type])),
             "target": text("target"),
             "target-node": dropdown("target"),
             "format": dropdown("format", [SAME_FORMAT, "qcow2", "raw"]),

@@ -47,10 +47,6 @@ class Refresher:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
     def poke(self) -> None:
         """Ask for a run soon; safe from any thread, including the event thread."""
         self._wake.set()
