@@ -157,3 +157,12 @@ def test_a_python_that_dies_hard_takes_its_qemu_along(tmp_path):
             break
         time.sleep(0.01)
     assert not status.exists() or "zombie" in status.read_text().lower(), f"QEMU {pid} outlived its Python"
+
+
+def test_a_closed_lab_refuses_to_launch(tmp_path):
+    lab = qb.Lab(tmp_path / "lab")
+    lab.create("a.qcow2", size="16M")
+    lab.close()
+    with pytest.raises(qb.InputError, match="closed lab"):
+        lab.launch("a.qcow2")
+    assert lab.machines == [], "nothing was started"
