@@ -61,6 +61,13 @@ VERB_COMMANDS = {
 TIMELINE_COLUMNS = ["t", "status", "offset", "len", "speed", "busy", "paused", "ready", "io-status"]
 EVENT_COLUMNS = ["time", "event", "status", "offset", "len", "speed", "error", "data"]
 POLL = 0.2
+IDLE_ROW_GAP = 1.0  # seconds between unchanged timeline rows of a job that sits still
+IDLE_STATUSES = {"ready", "standby", "paused"}
+
+
+def _same_state(row: dict, other: dict) -> bool:
+    """Two timeline rows that differ in nothing but their time."""
+    return all(row[column] == other[column] for column in TIMELINE_COLUMNS[1:])
 
 
 def event_time(event: dict) -> float:
@@ -183,14 +190,20 @@ class Job:
         """Record one ``query-block-jobs`` entry taken at monotonic time ``at``.
 
         Two threads sample (the monitor and ``vm.chain()``); a sample older than the last row is dropped so the
-        timeline stays in time order.
+        timeline stays in time order. A job that sits still (READY and idle, paused) adds at most one unchanged row
+        a second, so an hour in READY stays a few thousand rows, not 180,000.
         """
         with self._cond:
-            if self.ended or (self._samples and at - self.started < self._samples[-1]["t"]):
+            last = self._samples[-1] if self._samples else None
+            if self.ended or (last and at - self.started < last["t"]):
+                return
+            row = self._row(at, info)
+            idle = last is not None and row["status"] in IDLE_STATUSES and _same_state(row, last)
+            if idle and row["t"] - last["t"] < IDLE_ROW_GAP:
                 return
             self._progress_from(info)
             self.speed = info.get("speed", self.speed)
-            self._samples.append(self._row(at, info))
+            self._samples.append(row)
         self._notify()
 
     def _progress_from(self, data: dict) -> None:

@@ -115,3 +115,16 @@ def test_the_chain_shows_progress_as_of_now(seed_vm):
     job.cancel(force=True).wait(timeout=60)
     assert job.timeline["t"].is_monotonic_increasing
     assert seed_vm.verify(expected_view("ABCD"))
+
+
+def test_a_job_sitting_in_ready_does_not_flood_its_timeline(seed_vm):
+    job = seed_vm.drive_mirror(device="node-D", target="e.qcow2", sync="full", format="qcow2")
+    job.wait_ready(timeout=60)
+    rows_at_ready = len(job.timeline)
+    time.sleep(1.5)  # about 75 samples at 50 Hz, all alike
+    idle_rows = len(job.timeline) - rows_at_ready
+    assert idle_rows <= 3, f"{idle_rows} unchanged rows in 1.5 s of READY"
+    seed_vm.write("virtio0", "9M", "64k", pattern=0x5C)  # a guest write moves the mirror again
+    job.cancel().wait(timeout=60)
+    assert job.timeline["offset"].is_monotonic_increasing
+    assert seed_vm.verify([("9M", "64k", 0x5C), *expected_view("ABCD")])
