@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from . import images, loop
-from .chain import PROTOCOL_DRIVERS, Chain, Image, RetiredImage, image_from_node, retire
+from .chain import FILTER_DRIVERS, PROTOCOL_DRIVERS, Chain, Image, RetiredImage, image_from_node, retire
 from .errors import Error, InputError, QEMUGone, UnknownCommand
 from .jobs import JOB_COMMANDS, VERB_COMMANDS, Job
 from .predict import SNAPSHOT, job_ends, predict
@@ -367,9 +367,19 @@ class Machine:
         return text
 
     def flush(self) -> None:
-        """Make the files on disk tell the truth: ``stop`` drains and flushes every node."""
+        """Make the files on disk tell the truth for readers outside QEMU (``qemu-img``, ``qemu-io -U``).
+
+        ``stop`` drains and flushes the nodes in use, but not all: after a mirror's pivot, for one, the old
+        active layer is reopened read-only under the new one and keeps qcow2 metadata in memory. So each
+        image node also gets its own flush, through HMP ``qemu-io NODE "flush"``.
+        """
         running = self.session.execute("query-status", record=False).get("running", False)
         self.session.execute("stop", record=False)
+        nodes = self.session.execute("query-named-block-nodes", {"flat": True}, record=False)
+        for node in nodes:
+            if node.get("drv") not in PROTOCOL_DRIVERS | FILTER_DRIVERS:
+                command = f'qemu-io {node["node-name"]} "flush"'
+                self.session.execute("human-monitor-command", {"command-line": command}, record=False)
         if running:
             self.session.execute("cont", record=False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import qblocknb as qb
-from qblocknb.seedchain import expected_view
+from qblocknb.seedchain import build_seed_chain, expected_view
 
 SEED = "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
 
@@ -55,6 +55,7 @@ def test_sync_none_copies_only_new_writes(seed_vm, lab, command):
         seed_vm.blockdev_del(node_name="node-E")
     seed_vm.flush()
     assert lab.read_matches("e.qcow2", "5M", "64k", 0x5A)
+    assert lab.runs_match("d.qcow2", expected_view("ABCD")), "cancel leaves D as it was"
     allocated = [m for m in lab.map("e.qcow2") if m["data"] and m["depth"] == 0]
     assert [(m["start"], m["length"]) for m in allocated] == [(5 << 20, 64 << 10)], "only the new write was copied"
     if command == "blockdev-mirror":
@@ -85,3 +86,15 @@ def test_cancel_before_ready_is_cancelled(seed_vm, lab):
     assert job.outcome == "cancelled"
     assert str(seed_vm.chain()) == SEED
     assert seed_vm.verify(expected_view("ABCD"))
+
+
+def test_sync_none_then_complete_leaves_the_target_on_top_of_the_old_chain(lab):
+    """The pivot reopens d.qcow2 read-only under e.qcow2; the flush must still reach D's unflushed metadata."""
+    seed_vm = build_seed_chain(lab)  # no flush since D's guest write, unlike the seed_vm fixture
+    job = seed_vm.drive_mirror(device="node-D", target="e.qcow2", sync="none", format="qcow2", job_id="job0")
+    job.wait_ready(timeout=60)
+    seed_vm.write("virtio0", "5M", "64k", pattern=0x5A)
+    job.complete().wait(timeout=60)
+    assert str(seed_vm.chain()) == f"{SEED} <-- [e.qcow2]"
+    assert seed_vm.verify([("5M", "64k", 0x5A), *expected_view("ABCD")])
+    assert lab.runs_match("d.qcow2", expected_view("ABCD")), "the old active layer reads as it did at the pivot"
