@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .chain import Chain
 from .errors import InputError
+from .images import resolve
 
 SYNC_MODES = {
     "mirror": ("full", "top", "none"),
@@ -121,7 +122,7 @@ def _check_target(command: str, arguments: dict, known_nodes: set[str], cwd: Pat
         return
     if ":" in target.split("/")[0]:  # a protocol such as nbd:host:port
         return
-    path = Path(target) if Path(target).is_absolute() or cwd is None else cwd / target
+    path = resolve(target, cwd)
     if not path.parent.is_dir():
         raise InputError(
             f"{command}: the folder of target '{target}' does not exist",

@@ -52,6 +52,12 @@ def detect_format(path: Path) -> str:
 Run = tuple[int | str, int | str, int]  # (offset, length, pattern)
 
 
+def resolve(name: str | Path, folder: Path | None) -> Path:
+    """Where a file name lies: absolute names as they are, others inside ``folder`` (QEMU's or a lab's)."""
+    path = Path(name)
+    return path if path.is_absolute() or folder is None else folder / path
+
+
 def io_command(verb: str, offset: int | str, length: int | str, pattern: int) -> str:
     """A qemu-io ``read``/``write`` command line with a byte pattern: ``write -P 0xa1 0 1048576``."""
     return f"{verb} -P {pattern:#x} {parse_size(offset)} {parse_size(length)}"

@@ -65,8 +65,7 @@ class Lab:
 
     def file(self, name: str | Path) -> Path:
         """The path of ``name`` inside the lab (absolute paths pass through)."""
-        path = Path(name)
-        return path if path.is_absolute() else self.path / path
+        return images.resolve(name, self.path)
 
     # -- images -----------------------------------------------------------------------------
     def create(self, name: str, size: int | str | None = None, backing: str | None = None, fmt: str = "qcow2") -> Path:

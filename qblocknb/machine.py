@@ -396,8 +396,7 @@ class Machine:
 
     def host_path(self, file: str | Path) -> Path:
         """Where a file name as QEMU knows it (maybe relative to its working folder) lies on this host."""
-        path = Path(file)
-        return path if path.is_absolute() or self.cwd is None else self.cwd / path
+        return images.resolve(file, self.cwd)
 
     # -- history and lifecycle --------------------------------------------------------------
     @property

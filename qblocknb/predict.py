@@ -33,6 +33,7 @@ from pathlib import Path
 from .chain import Chain, Image, JobInfo, retire
 from .checks import check_device, check_job
 from .errors import InputError
+from .images import resolve
 from .jobs import JOB_COMMANDS
 
 SNAPSHOT = "blockdev-snapshot-sync"
@@ -146,7 +147,7 @@ def _snapshot(chain: Chain, arguments: dict, known: set[str], cwd: Path | None) 
             "pick a new one, such as node-E",
         )
     if cwd is not None:
-        path = Path(file) if Path(file).is_absolute() else cwd / file
+        path = resolve(file, cwd)
         if not path.parent.is_dir():
             raise InputError(f"{SNAPSHOT}: the folder of '{file}' does not exist", f"{path.parent} is missing", "")
         if arguments.get("mode") == "existing" and not path.exists():
