@@ -29,8 +29,10 @@ from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
 from .session import Session
+from .sizes import parse_size
 
 SAMPLE_INTERVAL = 0.02
+SIZE_ARGUMENTS = {"speed", "buf-size", "granularity"}
 JOB_EVENTS = {
     "JOB_STATUS_CHANGE",
     "BLOCK_JOB_COMPLETED",
@@ -115,6 +117,9 @@ class Machine:
             raise self._unknown(command)
         merged = dict(arguments or {})
         merged.update(self._qmp_arguments(command, kwargs))
+        for key in SIZE_ARGUMENTS & merged.keys():  # speed="4M", buf-size="1M", as everywhere else
+            if isinstance(merged[key], str):
+                merged[key] = parse_size(merged[key])
         if command in JOB_COMMANDS:
             return self._start_job(command, merged, timeout)
         job = self._jobs.get(merged.get("device") or merged.get("id")) if command in VERB_COMMANDS else None
