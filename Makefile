@@ -20,7 +20,7 @@ test: test-system $(VENV)/.installed
 	$(BIN)/pytest
 
 lab: system $(VENV)/.installed
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: system $(VENV)/.installed
 	$(BIN)/python bench/run.py
