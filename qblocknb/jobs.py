@@ -8,7 +8,6 @@ sentence in the states where QEMU would refuse them, before anything is sent.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import pandas as pd
 
 from .chain import Chain, JobInfo
 from .errors import JobError, Timeout
+from .listeners import notify
 from .sizes import parse_size
 
 if TYPE_CHECKING:
@@ -226,9 +226,7 @@ class Job:
         }
 
     def _notify(self) -> None:
-        for listener in list(self.listeners):
-            with contextlib.suppress(Exception):  # a broken view must not break the job
-                listener(self)
+        notify(self.listeners, self)
 
     # -- frames -----------------------------------------------------------------------------
     @property

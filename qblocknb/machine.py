@@ -25,6 +25,7 @@ from . import images, loop
 from .chain import FILTER_DRIVERS, PROTOCOL_DRIVERS, Chain, Image, RetiredImage, image_from_node, retire
 from .errors import Error, InputError, QEMUGone, UnknownCommand
 from .jobs import JOB_COMMANDS, VERB_COMMANDS, Job
+from .listeners import notify
 from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
@@ -274,9 +275,7 @@ class Machine:
                     self.job_list.append(job)
             if job is not None:
                 job.handle_event(event)
-        for listener in list(self.listeners):
-            with contextlib.suppress(Exception):  # views must not break the event stream
-                listener(event)
+        notify(self.listeners, event)
 
     def _ensure_sampler(self) -> None:
         if self.monitoring and (self._sampler is None or self._sampler.done()):

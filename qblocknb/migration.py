@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .errors import Error, InputError
+from .listeners import notify
 from .migration_explain import authority, diagnose, side_state
 from .sizes import parse_size
 from .tls import add_credentials
@@ -59,6 +60,8 @@ PLAN = (
     ("stop_server", "destination", "nbd-server-stop", "stop the NBD server"),
     ("cont", "destination", "cont", "resume the guest on the destination"),
 )
+STEPS = {entry[0]: entry for entry in PLAN}
+STEP_NUMBERS = {entry[0]: number for number, entry in enumerate(PLAN, 1)}
 
 
 class MigrationError(Error):
@@ -354,7 +357,7 @@ class StorageMigration:
 
     @contextlib.contextmanager
     def _step(self, method: str, machine: str = "", command: str = "", what: str = "") -> Iterator[None]:
-        plan = {entry[0]: entry for entry in PLAN}.get(method, (method, machine, command, what))
+        plan = STEPS.get(method, (method, machine, command, what))
         machine, command, what = machine or plan[1], command or plan[2], what or plan[3]
         row = {
             "step": _number(method),
@@ -405,14 +408,12 @@ class StorageMigration:
         return self.incoming.removeprefix("tcp:")
 
     def _notify(self, row: dict) -> None:
-        for listener in list(self.listeners):
-            with contextlib.suppress(Exception):  # a broken view must not break the migration
-                listener(self, dict(row))
+        notify(self.listeners, self, dict(row))
 
 
 def _number(method: str) -> int:
     """A step's number in the plan (loading TLS credentials comes first, as step 0)."""
-    return next((number for number, entry in enumerate(PLAN, 1) if entry[0] == method), 0)
+    return STEP_NUMBERS.get(method, 0)
 
 
 def _export_command(destination: Machine, choice: str) -> str:

@@ -22,6 +22,7 @@ from qemu.qmp.protocol import Runstate
 from . import loop
 from .errors import CommandError, Error, QEMUGone, Timeout
 from .history import History
+from .listeners import notify
 
 Event = dict
 EventCallback = Callable[[Event], None]
@@ -110,11 +111,7 @@ class Session:
                     return
                 continue
             data = dict(event.result())
-            for callback in list(self.listeners):
-                try:
-                    callback(data)
-                except Exception:  # a broken listener must not stop the event stream
-                    logging.getLogger(__name__).exception("event listener failed")
+            notify(self.listeners, data)
 
     # -- commands ---------------------------------------------------------------------------
     def execute(
