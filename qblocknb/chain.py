@@ -129,9 +129,14 @@ class Image:
         return display_name(self.file)
 
     @property
+    def automatic(self) -> bool:
+        """True when QEMU named the node itself (``#block123``, from ``-drive``): shown by its file name."""
+        return bool(self.node_name and self.node_name.startswith("#"))
+
+    @property
     def label(self) -> str:
-        """The node name when there is one, else the file's basename."""
-        return self.node_name or self.name
+        """The node name the user gave, else the file's basename."""
+        return self.name if self.automatic or not self.node_name else self.node_name
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,7 @@ class Chain:
 
     @property
     def node_names(self) -> list[str]:
+        """The chain's node names as QEMU accepts them (automatic ``#block`` names included)."""
         return [image.node_name for image in self.images if image.node_name]
 
     @property
@@ -310,14 +316,14 @@ class Chain:
     @classmethod
     def from_qmp(cls, block_devices: list[dict], named_nodes: list[dict], device: str | None = None) -> Chain:
         """From ``query-block`` and ``query-named-block-nodes`` (``flat: true``)."""
-        entry = _pick_device(block_devices, device)
+        entry = pick_disk(block_devices, device)
         nodes = {node["node-name"]: node for node in named_nodes}
         formats = [node for node in named_nodes if _is_format_node(node)]
         chain: list[Image] = []
         current = _below_filters(nodes.get(entry["inserted"]["node-name"]), nodes, formats)
         if current is None:
             raise InputError(
-                f"node {entry['inserted']['node-name']} of {device} is not among QEMU's named nodes",
+                f"node {entry['inserted']['node-name']} of {device_id(entry)} is not among QEMU's named nodes",
                 "query-named-block-nodes does not list it",
                 "report this with the output of query-block",
             )
@@ -349,21 +355,54 @@ class Chain:
 
 
 def device_id(entry: dict) -> str:
-    """``virtio0`` from a query-block entry (its qdev path when ``-blockdev`` left ``device`` empty)."""
+    """How a disk is called: its drive name (``-drive``), else its device id (``virtio-disk0``), else its qdev path.
+
+    >>> device_id({"device": "", "qdev": "/machine/peripheral/virtio-disk0/virtio-backend"})
+    'virtio-disk0'
+    >>> device_id({"device": "", "qdev": "scsi-disk1"})
+    'scsi-disk1'
+    """
     if entry.get("device"):
         return entry["device"]
-    parts = entry.get("qdev", "").strip("/").split("/")
+    qdev = entry.get("qdev", "")
+    parts = qdev.strip("/").split("/")
     if len(parts) >= 3 and parts[0] == "machine" and parts[1] == "peripheral":
         return parts[2]
-    return entry.get("qdev", "")
+    return qdev
 
 
-def _pick_device(block_devices: list[dict], device: str | None) -> dict:
-    with_media = [entry for entry in block_devices if entry.get("inserted")]
-    for entry in with_media:
-        if device is None or device in (device_id(entry), entry.get("qdev"), entry["inserted"].get("node-name")):
-            return entry
+def disk_names(entry: dict) -> set[str]:
+    """Every name that identifies this disk: drive name, device id, qdev path, root node name."""
+    qdev = entry.get("qdev", "")
+    names = {device_id(entry), entry.get("device") or "", qdev, (entry.get("inserted") or {}).get("node-name", "")}
+    parts = qdev.strip("/").split("/")
+    if len(parts) >= 3 and parts[1] in ("peripheral", "peripheral-anon"):
+        names.add(parts[2])
+    return names - {""}
+
+
+def disks(block_devices: list[dict]) -> list[dict]:
+    """The query-block entries that hold a medium (empty CD-ROM drives and floppies left out)."""
+    return [entry for entry in block_devices if entry.get("inserted")]
+
+
+def pick_disk(block_devices: list[dict], device: str | None) -> dict:
+    """The disk called ``device``; with ``None``, the only disk, or a sentence naming all of them."""
+    with_media = disks(block_devices)
     names = ", ".join(device_id(e) for e in with_media) or "none"
+    if device is None:
+        if len(with_media) == 1:
+            return with_media[0]
+        if not with_media:
+            raise InputError("this QEMU has no disk", "query-block lists no device with a medium", "attach one first")
+        raise InputError(
+            f"this QEMU has {len(with_media)} disks ({names})",
+            "the command or view needs to know which one",
+            f"set vm.device = '{device_id(with_media[0])}' or pass device=",
+        )
+    for entry in with_media:
+        if device in disk_names(entry):
+            return entry
     raise InputError(f"device '{device}' has no medium or does not exist", f"devices are {names}", "pass one of those")
 
 

@@ -74,17 +74,25 @@ def read_matches(path: Path, offset: int | str, length: int | str, pattern: int)
     return runs_match(path, [(offset, length, pattern)])
 
 
-def runs_match(path: Path, runs: list[Run]) -> bool:
-    """True when every ``(offset, length, pattern)`` run reads back; one qemu-io for all of them."""
+def runs_match(path: Path | str, runs: list[Run], fmt: str | None = None) -> bool:
+    """True when every ``(offset, length, pattern)`` run reads back; one qemu-io for all of them.
+
+    ``path`` may also be a URI such as ``nbd+unix:///export?socket=...`` (then pass ``fmt="raw"``).
+    """
     commands = [arg for run_ in runs for arg in ("-c", io_command("read", *run_))]
-    done = run_status(
-        "qemu-io", "-U", "-r", "-f", detect_format(path), *commands, str(path), what=f"reading {path.name}"
-    )
+    name = _shown(path)
+    fmt = fmt or detect_format(Path(path))
+    done = run_status("qemu-io", "-U", "-r", "-f", fmt, *commands, str(path), what=f"reading {name}")
     if "Pattern verification failed" in done.stdout:
         return False
     if done.returncode != 0:
-        raise ToolError(f"reading {path.name} failed", (done.stderr or done.stdout).strip(), "check the image")
+        raise ToolError(f"reading {name} failed", (done.stderr or done.stdout).strip(), "check the image")
     return True
+
+
+def _shown(path: Path | str) -> str:
+    """A file's name, or a URI whole, for messages."""
+    return str(path) if "://" in str(path) else Path(path).name
 
 
 def info_chain(path: Path) -> list[dict]:
@@ -99,14 +107,15 @@ def allocation_map(path: Path) -> list[dict]:
     return json.loads(run("qemu-img", "map", "-U", "--output=json", str(path), what=f"mapping {path.name}"))
 
 
-def compare(first: Path, second: Path, strict: bool = False) -> Comparison:
-    """Compare the guest-visible contents of two images (with their backing chains)."""
+def compare(first: Path | str, second: Path | str, strict: bool = False) -> Comparison:
+    """Compare the guest-visible contents of two images (with their backing chains); either may be a URI."""
     args = ["compare", "-U"] + (["-s"] if strict else []) + [str(first), str(second)]
-    done = run_status("qemu-img", *args, what=f"comparing {first.name} with {second.name}")
+    what = f"comparing {_shown(first)} with {_shown(second)}"
+    done = run_status("qemu-img", *args, what=what)
     text = (done.stdout + done.stderr).strip()
     if done.returncode in (0, 1):
         return Comparison(done.returncode == 0, text.splitlines()[-1] if text else "")
-    raise ToolError(f"comparing {first.name} with {second.name} failed", text, "check that both images exist")
+    raise ToolError(f"{what} failed", text, "check that both images exist")
 
 
 def check(path: Path) -> dict:

@@ -163,7 +163,7 @@ class Lab:
         except Error:
             process.terminate()
             raise
-        machine = Machine(session, process, cwd=self.path)
+        machine = Machine(session, process, cwd=self.path, device="virtio0")
         self.machines.append(machine)
         return machine
 
@@ -196,9 +196,11 @@ class Lab:
                     machine.process.terminate()
 
 
-def connect(socket_path: str | Path, timeout: float = 15.0) -> Machine:
+def connect(socket_path: str | Path, device: str | None = None, timeout: float = 15.0) -> Machine:
     """Attach to a QEMU someone else started with ``-qmp unix:PATH,server=on,wait=off``.
 
+    Its disks are found with ``query-block``: with one disk that is the default, with several name one with
+    ``device=`` (any of its names: ``virtio-disk0``, ``drive0``, its root node) or set ``vm.device`` later.
     A QEMU that is still starting gets ``timeout`` seconds to create its socket.
     """
     path = Path(socket_path)
@@ -213,4 +215,11 @@ def connect(socket_path: str | Path, timeout: float = 15.0) -> Machine:
         )
     session = Session(path, name=path.stem)
     session.connect(max(deadline - time.monotonic(), 1.0))
-    return Machine(session)
+    machine = Machine(session)
+    if device is not None:
+        try:
+            machine.device = device
+        except Error:
+            session.close()
+            raise
+    return machine

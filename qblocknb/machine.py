@@ -22,8 +22,20 @@ from typing import Any
 import pandas as pd
 
 from . import images, loop
-from .chain import FILTER_DRIVERS, PROTOCOL_DRIVERS, Chain, Image, RetiredImage, image_from_node, retire
+from .chain import (
+    PROTOCOL_DRIVERS,
+    Chain,
+    Image,
+    RetiredImage,
+    device_id,
+    disk_names,
+    disks,
+    image_from_node,
+    pick_disk,
+    retire,
+)
 from .errors import Error, InputError, QEMUGone, UnknownCommand
+from .guestio import GuestIO
 from .jobs import JOB_COMMANDS, VERB_COMMANDS, Job
 from .listeners import notify
 from .predict import SNAPSHOT, job_ends, predict
@@ -48,12 +60,13 @@ class Machine:
     """A QEMU reached over QMP; launched by a Lab or attached with ``qb.connect``."""
 
     def __init__(
-        self, session: Session, process: QemuProcess | None = None, cwd: Path | None = None, device: str = "virtio0"
+        self, session: Session, process: QemuProcess | None = None, cwd: Path | None = None, device: str | None = None
     ) -> None:
         self.session = session
         self.process = process
         self.cwd = cwd
-        self.device = device
+        self._device = device
+        self.guest_io = GuestIO(self)
         self.monitoring = True
         self.sample_interval = SAMPLE_INTERVAL
         self.job_list: list[Job] = []
@@ -66,11 +79,10 @@ class Machine:
         self._arg_names: dict[str, set[str]] | None = None
         self._sampler: asyncio.Future | None = None
         self._lock = threading.Lock()
-        self._guest_io_lock = threading.Lock()
         session.listeners.append(self._on_event)
 
     def __repr__(self) -> str:
-        where = f"pid {self.pid}" if self.process else str(self.session.socket_path)
+        where = f"pid {self.pid}" if self.process else self.session.where
         return f"<Machine {self.session.name} ({where})>"
 
     # -- liveness ---------------------------------------------------------------------------
@@ -90,10 +102,35 @@ class Machine:
         if not self.session.connected:
             return QEMUGone(
                 what,
-                f"the QMP connection to {self.session.socket_path} is closed",
+                f"the connection to {self.session.where} is closed",
                 "check whether that QEMU is still running, then qb.connect() again",
             )
         return None
+
+    # -- disks ------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """The disk that commands and views use when none is named: the one set, else QEMU's only disk."""
+        if self._device is not None:
+            return self._device
+        return device_id(pick_disk(self.query("query-block"), None))
+
+    @device.setter
+    def device(self, name: str | None) -> None:
+        self._device = None if name is None else device_id(pick_disk(self.query("query-block"), name))
+
+    @property
+    def disks(self) -> list[str]:
+        """The disks QEMU has (devices with a medium), by the names ``vm.device`` takes."""
+        return [device_id(entry) for entry in disks(self.query("query-block"))]
+
+    def disk(self, device: str | None = None) -> dict:
+        """The ``query-block`` entry of ``device`` (any of its names), else of ``vm.device``."""
+        return pick_disk(self.query("query-block"), device or self._device)
+
+    def query(self, command: str, arguments: dict | None = None) -> Any:
+        """A command sent quietly: not in ``vm.history`` (what views and checks read)."""
+        return self.session.execute(command, arguments, record=False)
 
     # -- commands ---------------------------------------------------------------------------
     @property
@@ -209,7 +246,7 @@ class Machine:
 
     def _check_against_chain(self, command: str, arguments: dict) -> Chain:
         """Refuse, before sending, what the current chain shows cannot work; return that chain."""
-        chain = self.chain()
+        chain = self.chain_of(arguments.get("device") or arguments.get("node-name") or arguments.get("top-node"))
         running = {job.id for job in self.job_list if not job.ended}
         predict(chain, command, arguments, running_jobs=running, cwd=self.cwd)
         return chain
@@ -306,10 +343,28 @@ class Machine:
 
     # -- chain ------------------------------------------------------------------------------
     def chain(self, device: str | None = None) -> Chain:
-        """The current backing chain of ``device`` (default ``virtio0``), with jobs and retired images."""
-        blocks = self.session.execute("query-block", record=False)
-        nodes = self.session.execute("query-named-block-nodes", {"flat": True}, record=False)
-        chain = Chain.from_qmp(blocks, nodes, device or self.device)
+        """The current backing chain of ``device`` (default ``vm.device``), with jobs and retired images."""
+        blocks = self.query("query-block")
+        nodes = self.query("query-named-block-nodes", {"flat": True})
+        return self._annotated(Chain.from_qmp(blocks, nodes, device or self._device), nodes)
+
+    def chain_of(self, name: str | None) -> Chain:
+        """The chain that holds ``name`` (a node, file or disk), so that a command finds its own disk.
+
+        With several disks and no ``vm.device`` set, the disk is the one whose chain has ``name``; otherwise
+        the chain of ``vm.device``, where a missing ``name`` is then reported with the valid ones.
+        """
+        blocks = self.query("query-block")
+        nodes = self.query("query-named-block-nodes", {"flat": True})
+        if self._device is None and name and len(disks(blocks)) > 1:
+            for entry in disks(blocks):
+                chain = Chain.from_qmp(blocks, nodes, device_id(entry))
+                if name in disk_names(entry) or chain.find(name) is not None:
+                    return self._annotated(chain, nodes)
+        return self._annotated(Chain.from_qmp(blocks, nodes, self._device), nodes)
+
+    def _annotated(self, chain: Chain, nodes: list[dict]) -> Chain:
+        """The chain with the jobs running on it, their targets, and the retired images."""
         self._reconcile(chain)
         by_name = {node["node-name"]: node for node in nodes}
         active = tuple(job for job in self.job_list if not job.ended)
@@ -334,69 +389,25 @@ class Machine:
                         self.retired.append(retire(image, job.type))
 
     # -- guest I/O and verification ---------------------------------------------------------
-    def write(self, device: str, offset: int | str, length: int | str, pattern: int = 0xCD) -> None:
-        """Write as the guest would, through the device's own backend (HMP ``qemu-io -d``)."""
-        self._guest_io(device, images.io_command("write", offset, length, pattern), "wrote")
+    def write(self, device: str | None, offset: int | str, length: int | str, pattern: int = 0xCD) -> None:
+        """Write as the guest would, through the device's own backend (HMP ``qemu-io -d``); any disk, any QEMU."""
+        self.guest_io.write(device, offset, length, pattern)
 
-    def read_matches(self, device: str, offset: int | str, length: int | str, pattern: int) -> bool:
+    def read_matches(self, device: str | None, offset: int | str, length: int | str, pattern: int) -> bool:
         """Read through the device inside QEMU; True when the range holds ``pattern``."""
-        command = images.io_command("read", offset, length, pattern)
-        return "Pattern verification failed" not in self._guest_io(device, command, "read")
-
-    def _guest_io(self, device: str, command: str, success: str) -> str:
-        if self.process is None:
-            raise Error(
-                f"guest I/O on '{device}' needs a QEMU launched by a Lab",
-                "HMP qemu-io prints its result on QEMU's stdout, which only the Lab captures",
-                "launch the QEMU with lab.launch()",
-            )
-        with self._guest_io_lock:  # the answer is read back from QEMU's stdout: one command at a time
-            self.process.new_stdout()
-            reply = self.hmp(f'qemu-io -d /machine/peripheral/{device}/virtio-backend "{command}"')
-            if reply.strip():
-                raise Error(f"qemu-io '{command}' on '{device}' was refused", reply.strip(), "check the device name")
-            deadline = time.monotonic() + 5
-            text = ""
-            while time.monotonic() < deadline:
-                text += self.process.new_stdout()
-                if success in text or "failed" in text or "error" in text.lower():
-                    break
-                time.sleep(0.01)
-        if success not in text:
-            raise Error(
-                f"qemu-io '{command}' on '{device}' failed",
-                text.strip() or "QEMU printed nothing",
-                "check the offset and length against the disk size",
-            )
-        return text
+        return self.guest_io.read_matches(device, offset, length, pattern)
 
     def flush(self) -> None:
-        """Make the files on disk tell the truth for readers outside QEMU (``qemu-img``, ``qemu-io -U``).
-
-        ``stop`` drains and flushes the nodes in use, but not all: after a mirror's pivot, for one, the old
-        active layer is reopened read-only under the new one and keeps qcow2 metadata in memory. So each
-        image node also gets its own flush, through HMP ``qemu-io NODE "flush"``.
-        """
-        running = self.session.execute("query-status", record=False).get("running", False)
-        self.session.execute("stop", record=False)
-        nodes = self.session.execute("query-named-block-nodes", {"flat": True}, record=False)
-        for node in nodes:
-            if node.get("drv") not in PROTOCOL_DRIVERS | FILTER_DRIVERS:
-                command = f'qemu-io {node["node-name"]} "flush"'
-                self.session.execute("human-monitor-command", {"command-line": command}, record=False)
-        if running:
-            self.session.execute("cont", record=False)
+        """Make the files on disk tell the truth for readers outside QEMU; see ``GuestIO.flush``."""
+        self.guest_io.flush()
 
     def verify(self, expected: list[tuple[int | str, int | str, int]], image: str | Path | None = None) -> bool:
-        """Flush, then check that each ``(offset, length, pattern)`` reads back from the active image's chain."""
-        self.flush()
-        path = self.host_path(image or self.chain().active.file)
-        return images.runs_match(path, expected)
+        """Check that each ``(offset, length, pattern)`` reads back as the guest sees it (or from ``image``)."""
+        return self.guest_io.verify(expected, image)
 
     def compare(self, other: str | Path) -> images.Comparison:
-        """Flush, then ``qemu-img compare`` the guest view with another image."""
-        self.flush()
-        return images.compare(self.host_path(self.chain().active.file), self.host_path(other))
+        """``qemu-img compare`` the guest view with another image."""
+        return self.guest_io.compare(other)
 
     def host_path(self, file: str | Path) -> Path:
         """Where a file name as QEMU knows it (maybe relative to its working folder) lies on this host."""

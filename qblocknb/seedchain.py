@@ -69,5 +69,5 @@ def build_seed_chain(lab: Lab, size: str = "64M", accel: str | None = None) -> M
         vm.blockdev_snapshot_sync(
             node_name=below.node_name, snapshot_file=layer.file, snapshot_node_name=layer.node_name, format="qcow2"
         )
-        vm.write("virtio0", layer.offset, layer.length, pattern=layer.pattern)
+        vm.write(vm.device, layer.offset, layer.length, pattern=layer.pattern)
     return vm

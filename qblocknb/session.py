@@ -44,6 +44,7 @@ class Session:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.socket_path = Path(socket_path)
+        self.where = str(self.socket_path)
         self.name = name
         self.timeout = timeout
         self.history = History()
@@ -153,6 +154,14 @@ class Session:
 
     async def _execute(self, command: str, arguments: dict) -> object:
         return await self._client.execute(command, arguments or None)
+
+    def send_fd(self, fd: int, name: str) -> None:
+        """Hand QEMU an open file descriptor as ``name`` (QMP ``getfd`` over SCM_RIGHTS), unrecorded."""
+        loop.run(self._send_fd(fd, name), self.timeout)
+
+    async def _send_fd(self, fd: int, name: str) -> None:
+        self._client.send_fd_scm(fd)  # on the loop thread, so no other write lands in the middle of the socket
+        await self._client.execute("getfd", {"fdname": name})
 
     async def execute_async(self, command: str, arguments: dict | None = None) -> object:
         """For coroutines already on the loop: an unrecorded command."""
