@@ -130,3 +130,31 @@ def test_connect_names_a_disk_that_is_not_there(lab: qb.Lab, foreign) -> None:
     lab.create("a.qcow2", size="16M")
     with pytest.raises(qb.InputError, match="devices are virtio-disk0"):
         foreign(libvirt_style(lab.file("a.qcow2")), device="virtio0")
+
+
+def test_the_dashboard_works_on_a_libvirt_style_vm(lab: qb.Lab, foreign) -> None:
+    from html import unescape
+
+    from test_widgets import wait_for
+
+    from qblocknb.widgets import Dashboard
+
+    lab.create("a.qcow2", size="16M")
+    lab.write("a.qcow2", 0, "1M", pattern=A)
+    vm = foreign(libvirt_style(lab.file("a.qcow2")), paused=False)
+    vm.blockdev_snapshot_sync(
+        node_name="libvirt-1-format", snapshot_file=str(lab.file("b.qcow2")), snapshot_node_name="snap-b"
+    )
+    vm.write(None, "1M", "64k", pattern=B)
+    board = Dashboard(vm)
+    try:
+        wait_for(lambda: "active layer · virtio-disk0" in unescape(board.chain_view.svg), "the diagram")
+        stream = board.forms["block-stream"]
+        assert stream.fields["device"].value == "snap-b"
+        stream.run_button.click()
+        wait_for(lambda: str(board.chain_view.chain) == "[b.qcow2]", "the stream to end in the view")
+        assert stream.error.value == ""
+        assert vm.verify([(0, "1M", A), ("1M", "64k", B)])
+        assert vm.query_status()["running"] is True
+    finally:
+        board.close()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from foreign import ForeignQemu, libvirt_style
+
 import qblocknb as qb
+from qblocknb import images
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+YOUR_VM = "/run/my-vm/qmp.sock"  # the README's own VM: here one started by hand, libvirt's way
 
 
 def test_readme_examples_run(tmp_path, monkeypatch):
@@ -23,12 +27,17 @@ def test_readme_examples_run(tmp_path, monkeypatch):
         labs.append(self)
 
     monkeypatch.setattr(qb.Lab, "__init__", remembering_init)
+    own_vm = ForeignQemu(tmp_path, libvirt_style(images.create(tmp_path / "mine.qcow2", "16M")))
     try:
         for block in blocks:
-            exec(compile(block, str(README), "exec"), namespace)
+            exec(compile(block.replace(YOUR_VM, str(own_vm.socket)), str(README), "exec"), namespace)
+            if YOUR_VM in block:
+                assert str(namespace["vm"].chain()) == "[mine.qcow2]"
+                namespace["vm"].session.close()
         assert str(namespace["migration"].destination.chain()).endswith("[target-disk.qcow2]")
         assert namespace["backups"].latest.name == "backup1.qcow2"
         assert namespace["vm"].verify([("5M", "64k", 0x5A)])
     finally:
+        own_vm.end()
         for lab in labs:
             lab.close()
