@@ -12,7 +12,8 @@ The public names are the ones the tutorials use::
     job.wait()
 
 The widgets, plots and the migration view load ipywidgets and matplotlib, so
-they are imported on first use: ``qb.widgets.Dashboard(vm)``, ``qb.plot_timeline(job)``.
+they are imported on first use: ``qb.widgets.Dashboard(vm)``, ``qb.plot_timeline(job)``; so is
+``qb.connect_libvirt(domain)``, which needs libvirt-python.
 """
 
 import importlib
@@ -34,6 +35,7 @@ _LAZY = {
     "widgets": ("qblocknb.widgets", None),
     "plot_timeline": ("qblocknb.plots", "plot_timeline"),
     "MigrationView": ("qblocknb.migrationview", "MigrationView"),
+    "connect_libvirt": ("qblocknb.libvirt", "connect_libvirt"),  # libvirt-python only when it is used
 }
 
 
@@ -73,6 +75,7 @@ __all__ = [
     "actions",
     "bitmaps",
     "connect",
+    "connect_libvirt",
     "incremental",
     "launch_destination",
     "migrate_storage",
