@@ -261,7 +261,12 @@ class Job:
 
     # -- waiting ----------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> Job:
-        """Block until the job has ended; raise JobError if it failed or can only go on with your help."""
+        """Block until the job has ended; raise JobError if it failed or can only go on with your help.
+
+        A ``blockdev-backup`` or ``blockdev-mirror`` target stays open in QEMU after the job, with qcow2
+        metadata that may still sit in QEMU's cache: its node is flushed here, so that ``qemu-img`` and
+        ``qemu-io -U`` read on disk what the job wrote (``drive-*`` targets are closed, and so flushed, by QEMU).
+        """
         self._wait_until(lambda: self.ended, timeout, "end")
         if self.outcome == "failed":
             raise JobError(
@@ -269,6 +274,8 @@ class Job:
                 self.error or "QEMU reported an error",
                 "see job.events for the whole story",
             )
+        if self.command in ("blockdev-backup", "blockdev-mirror") and self.target and self.machine.alive():
+            self.machine.flush_node(self.target)
         return self
 
     def wait_ready(self, timeout: float | None = None) -> Job:

@@ -401,6 +401,11 @@ class Machine:
         """Make the files on disk tell the truth for readers outside QEMU; see ``GuestIO.flush``."""
         self.guest_io.flush()
 
+    def flush_node(self, node: str) -> None:
+        """Flush one node's caches to its file (HMP ``qemu-io NODE "flush"``); a node already closed is skipped."""
+        if node in {n["node-name"] for n in self.query("query-named-block-nodes", {"flat": True})}:
+            self.query("human-monitor-command", {"command-line": f'qemu-io {node} "flush"'})
+
     def verify(self, expected: list[tuple[int | str, int | str, int]], image: str | Path | None = None) -> bool:
         """Check that each ``(offset, length, pattern)`` reads back as the guest sees it (or from ``image``)."""
         return self.guest_io.verify(expected, image)

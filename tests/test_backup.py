@@ -76,3 +76,18 @@ def test_backup_is_a_point_in_time(seed_vm, lab, command):
     detach(seed_vm, command)
     assert seed_vm.verify([(0, "1M", 0x5A), ("3M", "1M", 0x5B)]), "the guest sees its new writes"
     assert all(lab.read_matches("e.qcow2", *run) for run in expected_view("ABCD")), "the backup does not"
+
+
+@pytest.mark.parametrize("command", ["blockdev-backup", "blockdev-mirror"])
+def test_a_finished_jobs_open_target_reads_right_on_disk_with_no_stop_or_flush(seed_vm, lab, command):
+    """job.wait() flushes a target that stays open in QEMU, so outside readers need nothing more."""
+    lab.create("e.qcow2", size="64M")
+    seed_vm.blockdev_add(driver="qcow2", node_name="node-E", file={"driver": "file", "filename": "e.qcow2"})
+    if command == "blockdev-backup":
+        seed_vm.blockdev_backup(device="node-D", target="node-E", sync="full", job_id="job0").wait(timeout=60)
+    else:
+        job = seed_vm.blockdev_mirror(device="node-D", target="node-E", sync="full", job_id="job0")
+        job.wait_ready(timeout=60).cancel().wait(timeout=60)  # after READY: a point-in-time copy, no pivot
+    assert seed_vm.query_status()["status"] == "prelaunch"  # never stopped or resumed by the check
+    assert lab.runs_match("e.qcow2", expected_view("ABCD"))
+    assert lab.check("e.qcow2")["check-errors"] == 0
