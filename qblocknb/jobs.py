@@ -372,8 +372,8 @@ class Job:
         return result
 
     def complete(self) -> Job:
-        """Pivot a READY mirror or active commit (``block-job-complete``)."""
-        self.send_verb("complete", "block-job-complete", {"device": self.id})
+        """Pivot a READY mirror or active commit (``block-job-complete``; ``job-complete`` where that is deprecated)."""
+        self._send_modern("complete")
         return self
 
     def cancel(self, force: bool = False) -> Job:
@@ -382,11 +382,11 @@ class Job:
         return self
 
     def pause(self) -> Job:
-        self.send_verb("pause", "block-job-pause", {"device": self.id})
+        self._send_modern("pause")
         return self
 
     def resume(self) -> Job:
-        self.send_verb("resume", "block-job-resume", {"device": self.id})
+        self._send_modern("resume")
         return self
 
     def set_speed(self, bytes_per_s: int | str) -> Job:
@@ -395,9 +395,20 @@ class Job:
         return self
 
     def finalize(self) -> Job:
-        self.send_verb("finalize", "block-job-finalize", {"id": self.id})
+        self._send_modern("finalize")
         return self
 
     def dismiss(self) -> Job:
-        self.send_verb("dismiss", "block-job-dismiss", {"id": self.id})
+        self._send_modern("dismiss")
         return self
+
+    def _send_modern(self, verb: str) -> None:
+        """The seed's ``block-job-VERB``, unless this QEMU marks it deprecated (10.1+): then ``job-VERB``.
+
+        Cancel is left alone: ``block-job-cancel`` after READY (a point-in-time copy) is not what ``job-cancel`` does.
+        """
+        old, new = f"block-job-{verb}", f"job-{verb}"
+        if self.machine.deprecated(old) and self.machine.has_command(new):
+            self.send_verb(verb, new, {"id": self.id})
+        else:
+            self.send_verb(verb, old, {"id" if verb in ("finalize", "dismiss") else "device": self.id})

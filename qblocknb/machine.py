@@ -77,6 +77,7 @@ class Machine:
         self._reconciled: set[Job] = set()  # jobs, not ids: the seed reuses job0
         self._commands: set[str] | None = None
         self._arg_names: dict[str, set[str]] | None = None
+        self._deprecated: set[str] = set()
         self._sampler: asyncio.Future | None = None
         self._lock = threading.Lock()
         session.listeners.append(self._on_event)
@@ -208,6 +209,11 @@ class Machine:
         known = self._argument_names(command) if legacy else set()
         return {key if key in known else key.replace("_", "-"): value for key, value in kwargs.items()}
 
+    def deprecated(self, command: str) -> bool:
+        """True when QEMU's schema marks ``command`` deprecated (``block-job-complete`` from 10.1, for one)."""
+        self._argument_names(command)
+        return command in self._deprecated
+
     def _argument_names(self, command: str) -> set[str]:
         if self._arg_names is None:
             schema = self.session.execute("query-qmp-schema", record=False)
@@ -217,6 +223,8 @@ class Machine:
                 if entry.get("meta-type") == "command":
                     members = types.get(entry.get("arg-type"), {}).get("members", [])
                     self._arg_names[entry["name"]] = {m["name"] for m in members}
+                    if "deprecated" in entry.get("features", []):
+                        self._deprecated.add(entry["name"])
         return self._arg_names.get(command, set())
 
     # -- jobs -------------------------------------------------------------------------------

@@ -106,6 +106,29 @@ def test_verbs_typed_as_commands_go_through_the_job(seed_vm, lab):
     assert seed_vm.verify(expected_view("ABCD"))
 
 
+def test_verbs_use_job_commands_where_qemu_deprecates_block_job_ones(seed_vm):
+    """From QEMU 10.1 block-job-complete/pause/resume/... are deprecated: the Job sends job-* there, else the seed's."""
+    old = seed_vm.deprecated("block-job-complete")
+    schema_says = "deprecated" in next(
+        c.get("features", []) for c in seed_vm.query("query-qmp-schema") if c["name"] == "block-job-complete"
+    )
+    assert old == schema_says
+    job = seed_vm.block_commit(device="node-D", job_id="job0")
+    job.wait_ready(timeout=60)
+    job.pause()
+    wait_for_status(job, "standby")
+    job.resume().complete().wait(timeout=60)
+    sent = list(seed_vm.history.command)
+    expected = (
+        ["job-pause", "job-resume", "job-complete"]
+        if old
+        else [f"block-{v}" for v in ("job-pause", "job-resume", "job-complete")]
+    )
+    assert [c for c in sent if c.endswith(("pause", "resume", "complete"))] == expected
+    assert str(seed_vm.chain()) == "[a.qcow2]"
+    assert seed_vm.verify(expected_view("ABCD"))
+
+
 def test_the_chain_shows_progress_as_of_now(seed_vm):
     seed_vm.monitoring = False  # no background sampling: only vm.chain() itself can bring the progress up to date
     job = seed_vm.drive_mirror(device="node-D", target="e.qcow2", sync="full", format="qcow2", speed=1 << 20)
