@@ -7,14 +7,14 @@ BIN := $(VENV)/bin
 SYSTEM_PACKAGES := qemu-system-x86 qemu-utils graphviz
 TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium iproute2 openssl
 
-.PHONY: demo test lab lint bench system test-system clean
+.PHONY: demo test lab lint bench system test-system libvirt clean
 
 demo: system $(VENV)/.installed
 	$(BIN)/qblocknb demo
 	$(BIN)/python tools/render_notebooks.py
 	@echo "Executed tutorials, readable without Jupyter: build/notebooks/index.html"
 
-test: test-system $(VENV)/.installed
+test: test-system $(VENV)/.installed libvirt
 	$(BIN)/ruff check qblocknb tests bench tools notebooks docs/make_images.py
 	$(BIN)/ruff format --check qblocknb tests bench tools notebooks docs/make_images.py
 	$(BIN)/pytest
@@ -28,6 +28,11 @@ bench: system $(VENV)/.installed
 system:
 	@tools/system-packages.sh $(SYSTEM_PACKAGES)
 
+# libvirtd and libvirt-python for tests/test_libvirt.py: set up as root; otherwise those tests say how and skip.
+libvirt: $(VENV)/.installed
+	@if [ "$$(id -u)" -eq 0 ]; then tools/libvirt-setup.sh; \
+	else echo "libvirt: not root, so tests/test_libvirt.py will be skipped; run: sudo tools/libvirt-setup.sh"; fi
+
 test-system:
 	@tools/system-packages.sh $(TEST_SYSTEM_PACKAGES)
 
@@ -39,3 +44,43 @@ $(VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# Extra QEMU versions beside Debian's 7.2 (which stays the default), under build/qemu/<version>/bin:
+#   make qemu-versions    provision QEMU 10.0 (bookworm-backports) and 11.1 (sid); root only, idempotent
+#   make test-matrix      the suite (not browser) on 7.2, 10.0 and 11.1; carries on past a failing version
+#   make test-qemu-10.0   the suite on one of them
+#   make compatibility    docs/compatibility.md: features probed on each version, and the suite on each
+QEMU_VERSIONS := 10.0 11.1
+MATRIX_PYTEST_ARGS ?= -m "not browser"
+
+.PHONY: qemu-versions test-matrix compatibility test-binder-like $(addprefix test-qemu-,$(QEMU_VERSIONS))
+
+qemu-versions:
+	tools/qemu-versions.sh $(QEMU_VERSIONS)
+
+$(addprefix test-qemu-,$(QEMU_VERSIONS)): test-qemu-%: test-system $(VENV)/.installed
+	tools/qemu-versions.sh $*
+	PATH=$(CURDIR)/build/qemu/$*/bin:$$PATH qemu-system-x86_64 --version | head -1
+	PATH=$(CURDIR)/build/qemu/$*/bin:$$PATH $(BIN)/pytest $(MATRIX_PYTEST_ARGS)
+
+test-matrix: test-system $(VENV)/.installed
+	tools/qemu-versions.sh $(QEMU_VERSIONS)
+	@summary=""; failed=0; \
+	for v in 7.2 $(QEMU_VERSIONS); do \
+		if [ $$v = 7.2 ]; then p=$$PATH; else p=$(CURDIR)/build/qemu/$$v/bin:$$PATH; fi; \
+		used=$$(PATH=$$p qemu-system-x86_64 --version | head -1); \
+		echo "=== test-matrix: QEMU $$v: $$used"; \
+		start=$$(date +%s); \
+		if PATH=$$p $(BIN)/pytest $(MATRIX_PYTEST_ARGS); then r=PASS; else r=FAIL; failed=1; fi; \
+		summary="$$summary$$r  QEMU $$v  ($$used)  $$(( $$(date +%s) - start )) s\n"; \
+	done; \
+	echo "=== test-matrix summary:"; printf "%b" "$$summary"; exit $$failed
+
+# docs/compatibility.md's table: each version's features probed from a real QEMU, and the suite on each.
+compatibility: test-system $(VENV)/.installed
+	tools/qemu-versions.sh $(QEMU_VERSIONS)
+	$(BIN)/python tools/compatibility.py --suite --write docs/compatibility.md
+
+# The notebooks as on Binder: run by a user who is not root and cannot open /dev/kvm (root makes the user).
+test-binder-like: test-system
+	tools/binder-like.sh
