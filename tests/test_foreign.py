@@ -41,7 +41,12 @@ def test_seed_operations_on_a_foreign_qemu(lab: qb.Lab, foreign, variant: Varian
     chain = vm.chain()
     assert str(chain) == "[a.qcow2]"
     assert chain.device == variant.device
-    assert "a.qcow2" in qb.render(chain).pipe(format="svg").decode()
+    svg = qb.render(chain).pipe(format="svg").decode()
+    assert "a.qcow2" in svg
+    automatic = variant.name.startswith("drive-")  # -drive gives the node a name like #block123
+    assert chain.active.automatic is automatic
+    if automatic:
+        assert chain.active.label == "a.qcow2" and "#block" not in svg
 
     # two snapshots, whatever the base node is called (libvirt-1-format, #block123, disk-fmt)
     vm.blockdev_snapshot_sync(
@@ -55,9 +60,10 @@ def test_seed_operations_on_a_foreign_qemu(lab: qb.Lab, foreign, variant: Varian
     assert vm.verify(view)
     assert vm.read_matches(None, "1M", "64k", B) and not vm.read_matches(None, "1M", "64k", C)
 
-    # stream b into c: the intermediate case
-    base_node = vm.chain().base.node_name
-    vm.block_stream(device="snap-c", base_node=base_node, job_id="stream0").wait(timeout=60)
+    # stream b into c: the intermediate case; a base QEMU named itself is given by its file name
+    base = vm.chain().base
+    by_name = {"base": base.file} if automatic else {"base_node": base.node_name}
+    vm.block_stream(device="snap-c", job_id="stream0", **by_name).wait(timeout=60)
     assert str(vm.chain()) == "[a.qcow2] <-- [c.qcow2]"
     assert vm.verify(view)
     vm.flush()

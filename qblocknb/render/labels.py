@@ -64,8 +64,9 @@ def sizes_text(image: Image) -> str:
 
 
 def details_text(image: Image) -> str:
-    """``node-B · qcow2``: the node name (when QEMU has one) and the format."""
-    return " · ".join(part for part in (image.node_name, image.format if image.format != "?" else None) if part)
+    """``node-B · qcow2``: the node name (when someone gave one; not QEMU's own ``#block123``) and the format."""
+    name = None if image.automatic else image.node_name
+    return " · ".join(part for part in (name, image.format if image.format != "?" else None) if part)
 
 
 def bitmap_text(bitmap: Bitmap) -> str:

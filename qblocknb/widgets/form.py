@@ -29,8 +29,12 @@ NONE = "(none)"
 
 
 def node_options(images: tuple[Image, ...] | list[Image]) -> list[tuple[str, str]]:
-    """Dropdown entries ``node-B (b.qcow2)`` -> ``node-B``, for images that have a node name."""
-    return [(f"{image.node_name} ({image.name})", image.node_name) for image in images if image.node_name]
+    """Dropdown entries ``node-B (b.qcow2)`` -> ``node-B``; a node QEMU named itself shows as its file."""
+    return [
+        (image.name if image.automatic else f"{image.node_name} ({image.name})", image.node_name)
+        for image in images
+        if image.node_name
+    ]
 
 
 def chain_shape(chain: Chain) -> Hashable:
