@@ -192,5 +192,9 @@ class GuestIO:
                     "it is already running for something else (one server per QEMU)",
                     "read again after that NBD server stops (nbd-server-stop)",
                 ) from None
-            raise
+            raise Error(
+                f"reading what the guest sees on '{disk_name}' needs QEMU's NBD server on {path}",
+                f"QEMU could not listen there ({error.desc}); a QEMU on another host cannot",
+                "check the data on the QEMU's own host (qemu-img, qemu-io -U)",
+            ) from None
         return listener
