@@ -61,7 +61,7 @@ class GuestIO:
 
     def read_matches(self, device: str | None, offset: int | str, length: int | str, pattern: int) -> bool:
         disk = self.vm.disk(device)
-        if not self._verdicts_visible():
+        if not self._lab_launched():
             return self._read_export(disk, [(offset, length, pattern)])
         command = images.io_command("read", offset, length, pattern)
         verdict = self._qemu_io(disk, command) or ""
@@ -75,8 +75,8 @@ class GuestIO:
             )
         return True
 
-    def _verdicts_visible(self) -> bool:
-        """True when a qemu-io verdict can be read: the Lab reads QEMU's stdout."""
+    def _lab_launched(self) -> bool:
+        """A Lab's QEMU: its stdout (qemu-io's verdicts) is read, and its files lie on this host."""
         return self.vm.process is not None
 
     def _qemu_io(self, disk: dict, command: str) -> str | None:
@@ -116,7 +116,7 @@ class GuestIO:
         """
         quiet = self.vm.query
         running = quiet("query-status").get("running", False)
-        stopping = self.vm.process is not None
+        stopping = self._lab_launched()  # a foreign guest keeps running
         if stopping:
             quiet("stop")
         for node in quiet("query-named-block-nodes", {"flat": True}):
@@ -126,22 +126,18 @@ class GuestIO:
             quiet("cont")
 
     def verify(self, expected: list[images.Run], image: str | Path | None = None) -> bool:
-        if image is None and not self._files_readable():
+        if image is None and not self._lab_launched():
             return self._read_export(self.vm.disk(None), expected)
         self.flush()
         path = self.vm.host_path(image or self.vm.chain().active.file)
         return images.runs_match(path, expected)
 
     def compare(self, other: str | Path) -> images.Comparison:
-        if not self._files_readable():
+        if not self._lab_launched():
             with self._export(self.vm.disk(None)) as uri:
                 return images.compare(uri, self.vm.host_path(other))
         self.flush()
         return images.compare(self.vm.host_path(self.vm.chain().active.file), self.vm.host_path(other))
-
-    def _files_readable(self) -> bool:
-        """The Lab's QEMUs write files this host reads; another QEMU's guest view is read through NBD."""
-        return self.vm.process is not None
 
     # -- the NBD view -----------------------------------------------------------------------
     def _read_export(self, disk: dict, runs: list[images.Run]) -> bool:
