@@ -2,11 +2,16 @@
 
 ``plot_timeline(job)`` (or a list of jobs) draws from ``job.timeline``
 through pandas onto a matplotlib ``Figure`` made without pyplot, so a
-notebook shows it once and a worker thread may draw it too::
+notebook shows it once and a worker thread may draw it too.  With
+``writer=vm.guest.writer_progress`` a panel shows the guest's own writes on the
+same time axis, so a job's progress and the guest's activity are seen together::
 
     >>> figure = plot_timeline([])
     >>> [axes.get_ylabel() for axes in figure.axes]
     ['done (%)', 'MiB/s', 'status']
+    >>> writes = pd.DataFrame({"t": [0.0, 1.0], "bytes_written": [0, 1 << 20]})
+    >>> [axes.get_ylabel() for axes in plot_timeline([], writer=writes).axes]
+    ['done (%)', 'MiB/s', 'status', 'guest MiB']
 """
 
 from __future__ import annotations
@@ -82,18 +87,37 @@ def plot_timeline(
     job_or_jobs: Job | Iterable[Job],
     panels: Sequence[str] = PANELS,
     figsize: tuple[float, float] | None = None,
+    writer: pd.DataFrame | None = None,
 ) -> Figure:
-    """Progress (%), throughput (MiB/s) and status bands of one or more jobs against seconds since the first start."""
+    """Progress (%), throughput (MiB/s) and status bands of one or more jobs against seconds since the first start.
+
+    ``writer``: a guest writer's progress (``t`` in seconds since the epoch, ``bytes_written``), drawn as one
+    more panel on the same axis.
+    """
     jobs = _jobs(job_or_jobs)
     origin = min((job.started for job in jobs), default=0.0)
     frames = {job.id: job_frame(job, origin) for job in jobs}
-    heights = {"progress": 3, "throughput": 2, "status": max(1, len(jobs)) * 0.6}
+    panels = [*panels, *(["guest"] if writer is not None else [])]
+    heights = {"progress": 3, "throughput": 2, "status": max(1, len(jobs)) * 0.6, "guest": 2}
     figure = Figure(figsize=figsize or (8, 1.2 + 1.1 * sum(heights[p] for p in panels)), layout="constrained")
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False, height_ratios=[heights[p] for p in panels])
+    wall_origin = min((job.started_at for job in jobs), default=0.0)
     for ax, panel in zip(axes[:, 0], panels, strict=True):
-        {"progress": _progress, "throughput": _throughput, "status": _status}[panel](ax, frames)
+        if panel == "guest":
+            _guest(ax, writer, wall_origin)
+        else:
+            {"progress": _progress, "throughput": _throughput, "status": _status}[panel](ax, frames)
     axes[-1, 0].set_xlabel("seconds since start")
     return figure
+
+
+def _guest(ax, writer: pd.DataFrame, wall_origin: float) -> None:
+    """The guest's cumulative writes, on the jobs' time axis (both clocks are this host's wall clock)."""
+    if not writer.empty:
+        seconds = writer["t"].astype(float) - (wall_origin or float(writer["t"].iloc[0]))
+        ax.step(seconds, writer["bytes_written"] / MiB, where="post", color="#75507b", label="guest writes")
+    ax.set_ylabel("guest MiB")
+    ax.set_ylim(bottom=0)
 
 
 def _progress(ax, frames: dict[str, pd.DataFrame]) -> None:
