@@ -61,6 +61,7 @@ VERB_COMMANDS = {
 TIMELINE_COLUMNS = ["t", "status", "offset", "len", "speed", "busy", "paused", "ready", "io-status"]
 EVENT_COLUMNS = ["time", "event", "status", "offset", "len", "speed", "error", "data"]
 POLL = 0.2
+SETTLE_TIMEOUT = 5.0  # how long pause and resume wait for QEMU to report the new status
 IDLE_ROW_GAP = 1.0  # seconds between unchanged timeline rows of a job that sits still
 IDLE_STATUSES = {"ready", "standby", "paused"}
 
@@ -365,11 +366,20 @@ class Job:
             raise
         if verb == "pause":
             self.user_paused = True
+            self._settle(lambda: self.status in ("paused", "standby"))
         elif verb == "resume":
             self.user_paused, self.io_error = False, None
+            self._settle(lambda: self.status not in ("paused", "standby"))  # so resume().complete() finds it ready
         elif verb == "set-speed":
             self.speed = int(arguments["speed"])
         return result
+
+    def _settle(self, reached: Callable[[], bool]) -> None:
+        """Give QEMU's status event a moment to arrive, so the next verb sees the state this one made."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        with self._cond:
+            while not (reached() or self.ended) and time.monotonic() < deadline:
+                self._cond.wait(min(POLL, max(deadline - time.monotonic(), 0)))
 
     def complete(self) -> Job:
         """Pivot a READY mirror or active commit (``block-job-complete``; ``job-complete`` where that is deprecated)."""
