@@ -17,7 +17,7 @@ import pandas as pd
 
 from .chain import Chain, JobInfo
 from .errors import JobError, Timeout
-from .listeners import notify
+from .listeners import Listeners
 from .sizes import parse_size
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class Job:
         self.started = time.monotonic()
         self.started_at = time.time()
         self.ended_at: float | None = None
-        self.listeners: list[Callable[[Job], None]] = []
+        self.listeners = Listeners()  # called with this Job after each change, on the event thread
         self.user_paused = False
         self._ending_requested = False
         self._finalize_expected = arguments.get("auto-finalize", True) is False
@@ -227,7 +227,7 @@ class Job:
         }
 
     def _notify(self) -> None:
-        notify(self.listeners, self)
+        self.listeners.notify(self)
 
     # -- frames -----------------------------------------------------------------------------
     @property
@@ -319,7 +319,7 @@ class Job:
                 "mirror and active commit wait for your decision",
                 READY_CHOICES.get(self.type, "call job.complete() or job.cancel()"),
             )
-        if self.status in ("paused", "standby") and self.user_paused:
+        if self.status in ("paused", "standby") and self.user_paused and not self._ending_requested:
             raise JobError(f"job '{self.id}' is paused and will not {goal}", "you paused it", "call job.resume()")
         if self.status == "paused" and self.io_error:
             raise JobError(

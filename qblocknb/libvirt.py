@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any
 from . import loop
 from .errors import CommandError, Error, InputError, QEMUGone, Timeout
 from .history import History
-from .listeners import notify
+from .listeners import Listeners
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -144,7 +144,7 @@ class LibvirtSession:
         self.where = f"libvirt domain '{domain}' at {uri}"
         self.timeout = timeout
         self.history = History()
-        self.listeners: list[EventCallback] = []
+        self.listeners = Listeners()
         self.conn: Any = None
         self.domain: Any = None
         self._callbacks: list[tuple[str, int]] = []
@@ -241,7 +241,7 @@ class LibvirtSession:
         if details is not None:
             message["data"] = details
         message["timestamp"] = {"seconds": seconds, "microseconds": micros}
-        loop.background_loop().call_soon_threadsafe(notify, self.listeners, message)
+        loop.background_loop().call_soon_threadsafe(self.listeners.notify, message)
 
     def _on_lifecycle(self, conn: Any, dom: Any, event: int, detail: int, opaque: Any) -> None:
         libvirt = self.libvirt

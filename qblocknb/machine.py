@@ -37,7 +37,7 @@ from .chain import (
 from .errors import Error, InputError, QEMUGone, UnknownCommand
 from .guestio import GuestIO
 from .jobs import JOB_COMMANDS, VERB_COMMANDS, Job
-from .listeners import notify
+from .listeners import Listeners
 from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
@@ -70,7 +70,7 @@ class Machine:
         self.monitoring = True
         self.sample_interval = SAMPLE_INTERVAL
         self.job_list: list[Job] = []
-        self.listeners: list = []  # callables(event dict), called on the session thread
+        self.listeners = Listeners()  # each QMP event as a dict, on the session thread
         self.retired: list[RetiredImage] = []
         self._jobs: dict[str, Job] = {}
         self._refused_ids: set[str] = set()  # jobs QEMU created and aborted within a refused command
@@ -80,7 +80,7 @@ class Machine:
         self._deprecated: set[str] = set()
         self._sampler: asyncio.Future | None = None
         self._lock = threading.Lock()
-        session.listeners.append(self._on_event)
+        session.listeners.register(self._on_event)
 
     def __repr__(self) -> str:
         where = f"pid {self.pid}" if self.process else self.session.where
@@ -320,7 +320,7 @@ class Machine:
                     self.job_list.append(job)
             if job is not None:
                 job.handle_event(event)
-        notify(self.listeners, event)
+        self.listeners.notify(event)
 
     def _ensure_sampler(self) -> None:
         if self.monitoring and (self._sampler is None or self._sampler.done()):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .errors import Error, InputError
-from .listeners import notify
+from .listeners import Listeners
 from .migration_explain import authority, diagnose, side_state
 from .sizes import parse_size
 from .tls import add_credentials
@@ -149,7 +149,9 @@ class StorageMigration:
         self.export_command = _export_command(destination, export_command)
         self.writable, self.speed, self.timeout = writable, parse_size(speed), timeout
         self.tls = Path(tls) if tls else None
-        self.listeners: list[Callable[[StorageMigration, dict], None]] = [on_step] if on_step else []
+        self.listeners = Listeners()  # called with (migration, step row) after each step
+        if on_step is not None:
+            self.listeners.register(on_step)
         self.incoming = _incoming_uri(destination, host)
         self.job: Job | None = None
         self.done: list[str] = []
@@ -408,7 +410,7 @@ class StorageMigration:
         return self.incoming.removeprefix("tcp:")
 
     def _notify(self, row: dict) -> None:
-        notify(self.listeners, self, dict(row))
+        self.listeners.notify(self, dict(row))
 
 
 def _number(method: str) -> int:

@@ -70,7 +70,7 @@ class MigrationView(widgets.VBox):
         self.mirror = widgets.VBox()
         super().__init__([self.sides, self.steps, self.mirror])
         self.add_class("qb-migration-view")
-        migration.listeners.append(self._on_step)
+        self._subscription = migration.listeners.register(self._on_step)
 
     def _on_step(self, migration: StorageMigration, _row: dict) -> None:
         self.steps.value = steps_html(migration)
@@ -80,8 +80,7 @@ class MigrationView(widgets.VBox):
         self.destination.poke()
 
     def close(self) -> None:
-        if self._on_step in self.migration.listeners:
-            self.migration.listeners.remove(self._on_step)
+        self._subscription.remove()
         for view in (self.source, self.destination, *self.mirror.children):
             view.close()
         super().close()

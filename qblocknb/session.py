@@ -22,7 +22,7 @@ from qemu.qmp.protocol import Runstate
 from . import loop
 from .errors import CommandError, Error, QEMUGone, Timeout
 from .history import History
-from .listeners import notify
+from .listeners import Listeners
 
 Event = dict
 EventCallback = Callable[[Event], None]
@@ -48,7 +48,7 @@ class Session:
         self.name = name
         self.timeout = timeout
         self.history = History()
-        self.listeners: list[EventCallback] = []
+        self.listeners = Listeners()  # each event as a dict, on the event thread
         self._gone = gone or (lambda what: None)
         self._client = QMPClient(name)
         self._events = EventListener()
@@ -112,7 +112,7 @@ class Session:
                     return
                 continue
             data = dict(event.result())
-            notify(self.listeners, data)
+            self.listeners.notify(data)
 
     # -- commands ---------------------------------------------------------------------------
     def execute(

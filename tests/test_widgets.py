@@ -315,3 +315,14 @@ def test_closed_widgets_leave_no_thread_behind(seed_vm):
         return [t.name for t in threading.enumerate() if t.name.startswith("qblocknb-view")]
 
     wait_for(lambda: not view_threads(), "the view threads to end")
+
+
+def test_closed_views_leave_no_listener_behind(seed_vm):
+    before = len(seed_vm.listeners)
+    job = seed_vm.block_stream(device="node-D", job_id="job0", speed="1M")
+    board = Dashboard(seed_vm)
+    wait_for(lambda: board.monitors, "a job monitor for the running job")
+    assert len(seed_vm.listeners) > before and len(job.listeners) == 1
+    board.close()
+    assert len(seed_vm.listeners) == before and len(job.listeners) == 0
+    job.set_speed(0).wait(timeout=60)

@@ -8,13 +8,14 @@ new images in green, re-pointed arrows in orange.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from html import escape
 
 import ipywidgets as widgets
 
 from ..chain import Chain
 from ..errors import Error
+from ..listeners import Listeners
 from .html import diagram_html, error_html
 from .refresher import Refresher
 
@@ -31,14 +32,14 @@ class ChainView(widgets.VBox):
         self.vm, self.device, self.highlight, self.fit = vm, device, highlight, fit
         self.chain: Chain | None = None
         self.before: Chain | None = None  # the chain before the last change, for the highlight
-        self.listeners: list[Callable[[Chain], None]] = []  # called with each new chain, on the view's thread
+        self.listeners = Listeners()  # called with each new chain, on the view's thread
         self.caption = widgets.HTML()
         self.diagram = widgets.HTML()
         self.status = widgets.HTML()
         self._lock = threading.Lock()
         super().__init__([self.caption, self.diagram, self.status])
         self.add_class("qb-chain-view")
-        vm.listeners.append(self._on_event)
+        self._subscription = vm.listeners.register(self._on_event)
         self.refresh()
         self._refresher = Refresher(
             self.refresh, signature=self._signature, finished=lambda: not vm.alive(), interval=interval
@@ -66,8 +67,7 @@ class ChainView(widgets.VBox):
             self.diagram.value = diagram_html(chain, fit=self.fit, diff_from=self.before if self.highlight else None)
             self.chain = chain  # last, so that whoever sees the new chain also sees its picture
             self.status.value = ""
-        for listener in list(self.listeners):
-            listener(chain)
+        self.listeners.notify(chain)
         return chain
 
     def poke(self) -> None:
@@ -75,8 +75,7 @@ class ChainView(widgets.VBox):
         self._refresher.poke()
 
     def close(self) -> None:
-        if self._on_event in self.vm.listeners:
-            self.vm.listeners.remove(self._on_event)
+        self._subscription.remove()
         self._refresher.close()
         super().close()
 

@@ -60,7 +60,7 @@ class Console(widgets.VBox):
         self.recall.observe(self._recalled, "value")
         super().__init__([widgets.HBox([self.prompt, self.send_button]), self.recall, self.transcript])
         self.add_class("qb-console")
-        vm.listeners.append(self._on_event)
+        self._subscription = vm.listeners.register(self._on_event)
         self._show()
 
     def run(self, line: str | None = None) -> Any:
@@ -83,8 +83,7 @@ class Console(widgets.VBox):
         return result
 
     def close(self) -> None:
-        if self._on_event in self.vm.listeners:
-            self.vm.listeners.remove(self._on_event)
+        self._subscription.remove()
         super().close()
 
     def _recalled(self, change: dict) -> None:

@@ -43,8 +43,8 @@ class Dashboard(widgets.VBox):
         self.tabs.observe(self._tab_changed, "selected_index")
         self._tab_changed({"new": self.tabs.selected_index or 0})
         for form in self.forms.values():
-            form.listeners.append(self._on_run)
-        self.chain_view.listeners.append(self._on_chain)
+            form.listeners.register(self._on_run)
+        self.chain_view.listeners.register(self._on_chain)
         super().__init__([self.chain_view, self.jobs_box, self.tabs])
         self.add_class("qb-dashboard")
         if chain is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from html import escape
 from typing import Any
 
@@ -20,6 +20,7 @@ import ipywidgets as widgets
 from ..chain import Chain, Image
 from ..errors import Error, InputError
 from ..jobs import Job
+from ..listeners import Listeners
 from ..predict import Prediction, predict
 from ..qmpshell import format_json, format_line
 from ..sizes import parse_size
@@ -55,7 +56,7 @@ class CommandForm(widgets.VBox):
         self.vm = vm
         self.chain = chain if chain is not None else vm.chain()
         self.active = True  # a hidden form skips its preview until it is shown again
-        self.listeners: list[Callable[[Any], None]] = []  # called with what Run returned
+        self.listeners = Listeners()  # called with what Run returned
         self.result: Any = None
         self.prediction: Prediction | None = None
         self.variant = widgets.ToggleButtons(options=list(self.commands), description="command")
@@ -204,8 +205,7 @@ class CommandForm(widgets.VBox):
         with self._quietly():
             self.after_run(result)
             self._auto = {name: field.value for name, field in self.fields.items()}  # back to defaults
-        for listener in list(self.listeners):
-            listener(result)
+        self.listeners.notify(result)
         with contextlib.suppress(Error):  # QEMU may be gone; the next refresh says so
             self.set_chain(self.vm.chain(), force=True)
         return result

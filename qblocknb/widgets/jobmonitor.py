@@ -89,7 +89,7 @@ class JobMonitor(widgets.VBox):
         ]
         super().__init__(children + ([self.plot_note, self.plot] if plot else []))
         self.add_class("qb-job-monitor")
-        job.listeners.append(self._on_job)
+        self._subscription = job.listeners.register(self._on_job)
         self.update()
         self._plotter = (
             Refresher(
@@ -190,8 +190,7 @@ class JobMonitor(widgets.VBox):
         self.update()
 
     def close(self) -> None:
-        if self._on_job in self.job.listeners:
-            self.job.listeners.remove(self._on_job)
+        self._subscription.remove()
         if self._plotter is not None:
             self._plotter.close()
         super().close()
