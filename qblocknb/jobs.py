@@ -359,7 +359,7 @@ class Job:
         if ending:
             self._ending_requested = True
         try:
-            result = self.machine.session.execute(command, arguments, timeout=timeout)
+            result = self.machine.send(command, arguments, timeout)
         except Exception:
             if ending:
                 self._ending_requested = False

@@ -17,11 +17,12 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from . import images, loop
+from .blockstate import BlockState
 from .chain import (
     PROTOCOL_DRIVERS,
     Chain,
@@ -45,6 +46,15 @@ from .session import Session
 from .sizes import parse_size
 
 SAMPLE_INTERVAL = 0.02
+
+
+class Checked(NamedTuple):
+    """A command's pre-flight: the chain it was checked against, and the chain it will leave."""
+
+    chain: Chain
+    after: Chain
+
+
 SIZE_ARGUMENTS = {"speed", "buf-size", "granularity"}
 JOB_EVENTS = {
     "JOB_STATUS_CHANGE",
@@ -67,6 +77,7 @@ class Machine:
         self.cwd = cwd
         self._device = device
         self.guest_io = GuestIO(self)
+        self.state = BlockState(session)
         self.monitoring = True
         self.sample_interval = SAMPLE_INTERVAL
         self.job_list: list[Job] = []
@@ -131,7 +142,19 @@ class Machine:
 
     def query(self, command: str, arguments: dict | None = None) -> Any:
         """A command sent quietly: not in ``vm.history`` (what views and checks read)."""
-        return self.session.execute(command, arguments, record=False)
+        return self.send(command, arguments, record=False)
+
+    def send(
+        self, command: str, arguments: dict | None = None, timeout: float | None = None, record: bool = True
+    ) -> Any:
+        """Send one command as it is (no checks); anything but a ``query-*`` marks the block graph as changed."""
+        if command.startswith("query-"):
+            return self.session.execute(command, arguments, timeout=timeout, record=record)
+        self.state.changed()
+        try:
+            return self.session.execute(command, arguments, timeout=timeout, record=record)
+        finally:
+            self.state.changed()
 
     # -- commands ---------------------------------------------------------------------------
     @property
@@ -165,8 +188,11 @@ class Machine:
         if job is not None and not job.ended:
             return job.send_verb(VERB_COMMANDS[command], command, merged, timeout)
         if command == SNAPSHOT:
-            self._check_against_chain(command, merged)
-        return self.session.execute(command, merged, timeout=timeout)
+            after = self._check_against_chain(command, merged).after
+            result = self.send(command, merged, timeout)
+            self.state.expect(after)  # the next command is checked against it without asking QEMU
+            return result
+        return self.send(command, merged, timeout)
 
     def shell(self, line: str) -> Any:
         """Run one line of qmp-shell syntax: ``block-stream device=node-D job-id=job0``."""
@@ -175,7 +201,7 @@ class Machine:
 
     def hmp(self, command_line: str) -> str:
         """Run an HMP command and return its text."""
-        return self.session.execute("human-monitor-command", {"command-line": command_line})
+        return self.send("human-monitor-command", {"command-line": command_line})
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -231,7 +257,7 @@ class Machine:
     def _start_job(self, command: str, arguments: dict, timeout: float | None = None) -> Job:
         job = self.expect_job(command, arguments)
         try:
-            self.session.execute(command, arguments, timeout=timeout)
+            self.send(command, arguments, timeout)
         except Exception:
             self.forget_job(job)
             raise
@@ -243,7 +269,7 @@ class Machine:
         Fills in ``job-id`` when missing; call ``forget_job`` if the command is then refused.
         """
         arguments.setdefault("job-id", self.next_job_id())
-        chain = self._check_against_chain(command, arguments)
+        chain = self._check_against_chain(command, arguments).chain
         source, target = job_ends(chain, JOB_COMMANDS[command], arguments)
         job = Job(self, arguments["job-id"], command, arguments, chain, source, target)
         with self._lock:
@@ -252,12 +278,16 @@ class Machine:
         self._ensure_sampler()
         return job
 
-    def _check_against_chain(self, command: str, arguments: dict) -> Chain:
-        """Refuse, before sending, what the current chain shows cannot work; return that chain."""
-        chain = self.chain_of(arguments.get("device") or arguments.get("node-name") or arguments.get("top-node"))
+    def _check_against_chain(self, command: str, arguments: dict) -> Checked:
+        """Refuse, before sending, what the current chain shows cannot work; the chain, and the one to expect."""
+        name = arguments.get("device") or arguments.get("node-name") or arguments.get("top-node")
+        expected = self.state.expected()
+        if expected is not None and (name is None or expected.find(name) is not None or name == expected.device):
+            chain = expected
+        else:
+            chain = self.chain_of(name)
         running = {job.id for job in self.job_list if not job.ended}
-        predict(chain, command, arguments, running_jobs=running, cwd=self.cwd)
-        return chain
+        return Checked(chain, predict(chain, command, arguments, running_jobs=running, cwd=self.cwd).after)
 
     def forget_job(self, job: Job) -> None:
         """Drop a registered Job whose command QEMU refused."""
@@ -304,6 +334,7 @@ class Machine:
         )
 
     def _on_event(self, event: dict) -> None:
+        self.state.changed()  # any event may come with a new graph: a job step, a pivot, a device gone
         name, data = event.get("event"), event.get("data", {})
         if name in JOB_EVENTS:
             job_id = data.get("id") or data.get("device")
@@ -352,8 +383,7 @@ class Machine:
     # -- chain ------------------------------------------------------------------------------
     def chain(self, device: str | None = None) -> Chain:
         """The current backing chain of ``device`` (default ``vm.device``), with jobs and retired images."""
-        blocks = self.query("query-block")
-        nodes = self.query("query-named-block-nodes", {"flat": True})
+        blocks, nodes = self.state.read()
         return self._annotated(Chain.from_qmp(blocks, nodes, device or self._device), nodes)
 
     def chain_of(self, name: str | None) -> Chain:
@@ -362,8 +392,7 @@ class Machine:
         With several disks and no ``vm.device`` set, the disk is the one whose chain has ``name``; otherwise
         the chain of ``vm.device``, where a missing ``name`` is then reported with the valid ones.
         """
-        blocks = self.query("query-block")
-        nodes = self.query("query-named-block-nodes", {"flat": True})
+        blocks, nodes = self.state.read()
         if self._device is None and name and len(disks(blocks)) > 1:
             for entry in disks(blocks):
                 chain = Chain.from_qmp(blocks, nodes, device_id(entry))

@@ -234,7 +234,7 @@ class StorageMigration:
         with self._step("wait_migrated"):
             deadline = time.monotonic() + self.timeout
             while True:
-                info = self.source.session.execute("query-migrate", record=False)
+                info = self.source.query("query-migrate")
                 self._sample(info)
                 status = info.get("status", "none")
                 if status == "completed":
@@ -272,7 +272,7 @@ class StorageMigration:
         The undone steps leave ``done``, so ``run()`` afterwards starts them again (a retry).
         """
         undone = []
-        if self.source.alive() and self.source.session.execute("query-migrate", record=False).get("status") in (
+        if self.source.alive() and self.source.query("query-migrate").get("status") in (
             "setup",
             "active",
             "pre-switchover",
@@ -429,8 +429,8 @@ def _export_command(destination: Machine, choice: str) -> str:
 
 def _incoming_uri(destination: Machine, host: str) -> str:
     """Where the destination waits for the migration stream (its real port, even when launched with port 0)."""
-    status = destination.session.execute("query-status", record=False)["status"]
-    addresses = destination.session.execute("query-migrate", record=False).get("socket-address", [])
+    status = destination.query("query-status")["status"]
+    addresses = destination.query("query-migrate").get("socket-address", [])
     if status != "inmigrate" or not addresses:
         raise InputError(
             "the destination is not waiting for an incoming migration",

@@ -119,14 +119,10 @@ def side_state(vm: Machine, role: str, extra: str = "") -> str:
     if gone is not None:
         return f"the {role} QEMU is no longer running"
     try:
-        status = vm.session.execute("query-status", record=False)["status"]
-        jobs = vm.session.execute("query-block-jobs", record=False)
-        migration = vm.session.execute("query-migrate", record=False).get("status", "none")
-        exports = (
-            [e["id"] for e in vm.session.execute("query-block-exports", record=False)]
-            if vm.has_command("query-block-exports")
-            else []
-        )
+        status = vm.query("query-status")["status"]
+        jobs = vm.query("query-block-jobs")
+        migration = vm.query("query-migrate").get("status", "none")
+        exports = [e["id"] for e in vm.query("query-block-exports")] if vm.has_command("query-block-exports") else []
     except Error as error:
         return f"the {role} does not answer ({error})"
     parts = [f"the {role} is {RUN_STATES.get(status, status)}"]

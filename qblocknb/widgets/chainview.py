@@ -83,8 +83,6 @@ class ChainView(widgets.VBox):
         self._refresher.poke()  # on the event thread: QMP calls are not allowed here
 
     def _signature(self) -> Hashable:
-        """Changes after any command and any job step of 5 %; costs no QMP call."""
-        records = self.vm.session.history.records
-        last = records[-1].outcome if records else None
+        """Changes after any command or event and any job step of 5 %; costs no QMP call."""
         jobs = tuple((job.id, job.status, int(job.progress * 20)) for job in self.vm.job_list)
-        return len(records), last, jobs
+        return self.vm.state.generation, jobs
