@@ -18,7 +18,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
-from .jobs import JOB_COMMANDS
+from .vocabulary import JOB_COMMANDS
 
 if TYPE_CHECKING:
     from .jobs import Job

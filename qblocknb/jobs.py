@@ -15,34 +15,16 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .chain import Chain, JobInfo
-from .errors import JobError, Timeout
+from .chain import Chain, JobInfo, RetiredImage
+from .errors import Error, JobError, Timeout
 from .listeners import Listeners
+from .predict import predict
 from .sizes import parse_size
+from .vocabulary import ENDED, JOB_COMMANDS, VERB_STATES
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-JOB_COMMANDS = {
-    "block-stream": "stream",
-    "block-commit": "commit",
-    "drive-mirror": "mirror",
-    "blockdev-mirror": "mirror",
-    "drive-backup": "backup",
-    "blockdev-backup": "backup",
-}
-ENDED = {"concluded", "null"}
-_ACTIVE = {"created", "running", "paused", "ready", "standby"}
-# QEMU's own verb table (job.c): the statuses in which each verb is accepted.
-VERB_STATES = {
-    "cancel": _ACTIVE | {"waiting", "pending", "aborting"},
-    "pause": _ACTIVE,
-    "resume": _ACTIVE,
-    "set-speed": _ACTIVE,
-    "complete": {"ready"},
-    "finalize": {"pending"},
-    "dismiss": {"concluded"},
-}
 HINTS = {
     "complete": "complete is accepted only once the job is ready; wait with job.wait_ready()",
     "finalize": "finalize is accepted only in 'pending', for jobs started with auto_finalize=False",
@@ -52,12 +34,6 @@ READY_CHOICES = {
     "mirror": "call job.complete() to pivot the device to the target, or job.cancel() to keep a point-in-time copy",
     "commit": "call job.complete() to pivot the device to the base, or job.cancel() to leave the chain as it was",
 }
-# Job verbs as QMP commands, so a verb typed as a command goes through the Job's state rules.
-VERB_COMMANDS = {
-    f"{prefix}-{verb}": verb
-    for prefix in ("block-job", "job")
-    for verb in ("complete", "cancel", "pause", "resume", "finalize", "dismiss")
-} | {"block-job-set-speed": "set-speed"}
 TIMELINE_COLUMNS = ["t", "status", "offset", "len", "speed", "busy", "paused", "ready", "io-status"]
 EVENT_COLUMNS = ["time", "event", "status", "offset", "len", "speed", "error", "data"]
 POLL = 0.2
@@ -110,6 +86,7 @@ class Job:
         self.ended_at: float | None = None
         self.listeners = Listeners()  # called with this Job after each change, on the event thread
         self.user_paused = False
+        self.pivot_requested = False  # complete was sent: a mirror or active commit ends by pivoting
         self._ending_requested = False
         self._finalize_expected = arguments.get("auto-finalize", True) is False
         self._events: list[dict] = []
@@ -261,6 +238,32 @@ class Job:
         }
 
     # -- waiting ----------------------------------------------------------------------------
+    def left_chain(self) -> tuple[RetiredImage, ...]:
+        """The images this job took out of the chain, with the seed's rule; worked out from its start and end.
+
+        Only a job that completed removes images; a mirror or an active commit does so only when it pivoted
+        (``complete``), not when it was cancelled after READY (which QEMU also reports as completed).
+        """
+        if self.outcome != "completed" or self.chain_before is None or self.type == "backup":
+            return ()
+        pivots = self.type == "mirror" or (
+            self.type == "commit"
+            and (self.arguments.get("top-node") or self.arguments.get("top"))
+            in (
+                None,
+                self.chain_before.active.node_name,
+                self.chain_before.active.file,
+            )
+        )
+        if pivots and not self.pivot_requested:
+            return ()
+        try:
+            after = predict(self.chain_before, self.command, self.arguments).after
+        except Error:  # arguments QEMU took but the model cannot follow: leave the list as it is
+            return ()
+        earlier = {image.file for image in self.chain_before.retired}
+        return tuple(image for image in after.retired if image.file not in earlier)
+
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job has ended; raise JobError if it failed or can only go on with your help.
 
@@ -356,13 +359,15 @@ class Job:
         if verb == "resume" and not self.user_paused and not self.io_error:
             raise JobError(f"cannot resume job '{self.id}'", "it was not paused", "pause it first with job.pause()")
         ending = verb in ("complete", "cancel", "finalize")
-        if ending:
+        if ending:  # set before sending: the job may end before QEMU's answer arrives
             self._ending_requested = True
+            self.pivot_requested = self.pivot_requested or verb == "complete"
         try:
             result = self.machine.send(command, arguments, timeout)
         except Exception:
             if ending:
                 self._ending_requested = False
+                self.pivot_requested = False
             raise
         if verb == "pause":
             self.user_paused = True

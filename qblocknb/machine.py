@@ -33,17 +33,17 @@ from .chain import (
     disks,
     image_from_node,
     pick_disk,
-    retire,
 )
 from .errors import Error, InputError, QEMUGone, UnknownCommand
 from .guestio import GuestIO
-from .jobs import JOB_COMMANDS, VERB_COMMANDS, Job
+from .jobs import Job
 from .listeners import Listeners
 from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
 from .session import Session
 from .sizes import parse_size
+from .vocabulary import JOB_COMMANDS, VERB_COMMANDS
 
 SAMPLE_INTERVAL = 0.02
 
@@ -85,7 +85,6 @@ class Machine:
         self.retired: list[RetiredImage] = []
         self._jobs: dict[str, Job] = {}
         self._refused_ids: set[str] = set()  # jobs QEMU created and aborted within a refused command
-        self._reconciled: set[Job] = set()  # jobs, not ids: the seed reuses job0
         self._commands: set[str] | None = None
         self._arg_names: dict[str, set[str]] | None = None
         self._deprecated: set[str] = set()
@@ -272,6 +271,7 @@ class Machine:
         chain = self._check_against_chain(command, arguments).chain
         source, target = job_ends(chain, JOB_COMMANDS[command], arguments)
         job = Job(self, arguments["job-id"], command, arguments, chain, source, target)
+        job.listeners.register(self._retire_when_ended)
         with self._lock:
             self._jobs[job.id] = job
         self.job_list.append(job)
@@ -288,6 +288,13 @@ class Machine:
             chain = self.chain_of(name)
         running = {job.id for job in self.job_list if not job.ended}
         return Checked(chain, predict(chain, command, arguments, running_jobs=running, cwd=self.cwd).after)
+
+    def _retire_when_ended(self, job: Job) -> None:
+        """When a job has ended, remember the images it took out of the chain (on the event thread: no QMP)."""
+        if job.ended:
+            with self._lock:
+                known = {image.file for image in self.retired}
+                self.retired.extend(image for image in job.left_chain() if image.file not in known)
 
     def forget_job(self, job: Job) -> None:
         """Drop a registered Job whose command QEMU refused."""
@@ -402,7 +409,6 @@ class Machine:
 
     def _annotated(self, chain: Chain, nodes: list[dict]) -> Chain:
         """The chain with the jobs running on it, their targets, and the retired images."""
-        self._reconcile(chain)
         by_name = {node["node-name"]: node for node in nodes}
         active = tuple(job for job in self.job_list if not job.ended)
         if active:  # the drawing shows progress as of now, not as of the sampler's last round
@@ -411,19 +417,6 @@ class Machine:
             _target_image(job.target, by_name) for job in active if job.target and chain.find(job.target) is None
         )
         return chain.with_extras(jobs=tuple(job.info() for job in active), targets=targets, retired=tuple(self.retired))
-
-    def _reconcile(self, chain: Chain) -> None:
-        """Remember images that ended jobs removed from the chain, with the seed's rule."""
-        present = set(chain.files)
-        with self._lock:  # views redraw from their own threads while the notebook asks too
-            for job in list(self.job_list):
-                if not job.ended or job in self._reconciled or job.chain_before is None:
-                    continue
-                self._reconciled.add(job)
-                known = {r.file for r in self.retired}
-                for image in job.chain_before.images:
-                    if image.file not in present and image.file not in known:
-                        self.retired.append(retire(image, job.type))
 
     # -- guest I/O and verification ---------------------------------------------------------
     def write(self, device: str | None, offset: int | str, length: int | str, pattern: int = 0xCD) -> None:

@@ -34,7 +34,7 @@ from .chain import Chain, Image, JobInfo, retire
 from .checks import check_device, check_job
 from .errors import InputError
 from .images import resolve
-from .jobs import JOB_COMMANDS
+from .vocabulary import JOB_COMMANDS
 
 SNAPSHOT = "blockdev-snapshot-sync"
 COMMANDS = (SNAPSHOT, *JOB_COMMANDS)

@@ -19,9 +19,10 @@ from html import escape
 import ipywidgets as widgets
 
 from ..errors import Error
-from ..jobs import VERB_STATES, Job
+from ..jobs import Job
 from ..plots import figure_png, plot_timeline
 from ..sizes import human_size
+from ..vocabulary import VERB_STATES
 from .html import error_html, note_html
 from .refresher import Refresher
 
