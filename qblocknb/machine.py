@@ -270,7 +270,7 @@ class Machine:
         arguments.setdefault("job-id", self.next_job_id())
         chain = self._check_against_chain(command, arguments).chain
         source, target = job_ends(chain, JOB_COMMANDS[command], arguments)
-        job = Job(self, arguments["job-id"], command, arguments, chain, source, target)
+        job = self._new_job(arguments["job-id"], command, arguments, chain, source, target)
         job.listeners.register(self._retire_when_ended)
         with self._lock:
             self._jobs[job.id] = job
@@ -288,6 +288,19 @@ class Machine:
             chain = self.chain_of(name)
         running = {job.id for job in self.job_list if not job.ended}
         return Checked(chain, predict(chain, command, arguments, running_jobs=running, cwd=self.cwd).after)
+
+    def _new_job(self, job_id: str, command: str, arguments: dict, chain: Chain | None, *ends: str | None) -> Job:
+        """A Job that sends through this machine and knows when it is gone."""
+        return Job(
+            job_id,
+            command,
+            arguments,
+            chain,
+            *ends,
+            send=self.send,
+            gone=self.gone_error,
+            deprecated=lambda old: self.deprecated(old) and self.has_command(old.replace("block-job-", "job-")),
+        )
 
     def _retire_when_ended(self, job: Job) -> None:
         """When a job has ended, remember the images it took out of the chain (on the event thread: no QMP)."""
@@ -353,7 +366,7 @@ class Machine:
                     if data.get("status") == "null":
                         self._refused_ids.discard(job_id)
                 elif job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
-                    job = Job(self, job_id, "unknown", {}, None)
+                    job = self._new_job(job_id, "unknown", {}, None)
                     self._jobs[job_id] = job
                     self.job_list.append(job)
             if job is not None:

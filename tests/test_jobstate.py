@@ -1,0 +1,126 @@
+"""The Job's state machine, fed event sequences recorded from a real QEMU (tools/record_job_events.py).
+
+No QEMU runs here: these are the fast checks of the pure part; the real-QEMU tests drive the same code live.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qblocknb.chain import Chain, Image
+from qblocknb.jobstate import JobState
+
+RECORDED = json.loads((Path(__file__).parent / "data" / "job-events.json").read_text())
+COMMANDS = {
+    "stream": ("block-stream", {"device": "node-D", "base-node": "node-B"}),
+    "active_commit_complete": ("block-commit", {"device": "node-D"}),
+    "mirror_cancel_after_ready": ("drive-mirror", {"device": "node-D", "target": "e.qcow2", "sync": "full"}),
+    "mirror_cancel_before_ready": ("drive-mirror", {"device": "node-D", "target": "e.qcow2", "sync": "full"}),
+    "stream_paused_and_resumed": ("block-stream", {"device": "node-D"}),
+    "backup_write_error": ("blockdev-backup", {"device": "node-D", "target": "node-E", "sync": "full"}),
+}
+OUTCOMES = {
+    "stream": ("completed", False, None),
+    "active_commit_complete": ("completed", True, None),
+    "mirror_cancel_after_ready": ("completed", True, None),  # cancel after READY: COMPLETED, not CANCELLED
+    "mirror_cancel_before_ready": ("cancelled", False, None),
+    "stream_paused_and_resumed": ("completed", False, None),
+    "backup_write_error": ("failed", False, "Input/output error"),
+}
+
+
+def seed_chain() -> Chain:
+    files = ["a", "b", "c", "d"]
+    images = tuple(
+        Image(
+            f"/lab/{x}.qcow2",
+            "qcow2",
+            64 << 20,
+            node_name=f"node-{x.upper()}",
+            backing_file=f"/lab/{files[i - 1]}.qcow2" if i else None,
+        )
+        for i, x in enumerate(files)
+    )
+    return Chain(images, device="virtio0")
+
+
+def replay(name: str, pivot: bool = False) -> JobState:
+    command, arguments = COMMANDS[name]
+    state = JobState("job0", command, arguments, seed_chain(), started=0.0)
+    state.pivot_requested = pivot
+    for number, event in enumerate(RECORDED[name]["events"]):
+        state.apply_event(event, now=float(number))
+    return state
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_recorded_sequences_end_as_qemu_said(name):
+    state = replay(name)
+    outcome, ready, error = OUTCOMES[name]
+    assert (state.status, state.outcome, state.ready, state.error) == ("null", outcome, ready, error)
+    assert state.ended and state.ended_at is not None
+    assert list(state.events["event"]) == [e["event"] for e in RECORDED[name]["events"]]
+    assert state.events["time"].is_monotonic_increasing, "QEMU's own timestamps, in order"
+    assert state.timeline["status"].iloc[-1] == "concluded", "the end is the timeline's last row"
+    assert state.verb_refusal("cancel") is not None, "nothing can be done to an ended job"
+
+
+def test_each_status_allows_what_qemus_verb_table_allows():
+    command, arguments = COMMANDS["active_commit_complete"]
+    state = JobState("job0", command, arguments, seed_chain(), started=0.0)
+    allowed = []
+    for event in RECORDED["active_commit_complete"]["events"]:
+        state.apply_event(event, now=1.0)
+        if event["event"] == "JOB_STATUS_CHANGE":
+            verbs = ("complete", "cancel", "pause", "finalize", "dismiss")
+            allowed.append((state.status, [v for v in verbs if state.verb_refusal(v) is None]))
+    assert allowed == [
+        ("created", ["cancel", "pause"]),
+        ("running", ["cancel", "pause"]),
+        ("ready", ["complete", "cancel", "pause"]),
+        ("waiting", ["cancel"]),
+        ("pending", ["cancel", "finalize"]),
+        ("concluded", ["dismiss"]),
+        ("null", []),
+    ]
+
+
+def test_waiting_is_refused_where_it_would_last_forever():
+    command, arguments = COMMANDS["mirror_cancel_after_ready"]
+    state = JobState("job0", command, arguments, seed_chain(), started=0.0)
+    for event in RECORDED["mirror_cancel_after_ready"]["events"][:4]:  # up to BLOCK_JOB_READY
+        state.apply_event(event, now=1.0)
+    assert "is ready and will not end by itself" in str(state.stuck("end"))
+    assert state.stuck("become ready", waiting_for_ready=True) is None
+    state.ending_requested = True  # a cancel is on its way
+    assert state.stuck("end") is None
+
+
+def test_a_paused_job_waits_for_resume_and_an_io_error_says_so():
+    state = replay("stream_paused_and_resumed")
+    assert "paused" in list(state.events["status"])
+    failed = replay("backup_write_error")
+    assert failed.io_error == "write error, action report"
+
+
+def test_images_leave_the_chain_only_by_a_completed_job_that_pivoted_where_it_must():
+    assert [r.name for r in replay("stream").left_chain()] == ["c.qcow2"]
+    assert replay("active_commit_complete").left_chain() == (), "no complete was sent: READY then cancel"
+    left = replay("active_commit_complete", pivot=True).left_chain()
+    assert [(r.name, r.valid) for r in left] == [("b.qcow2", False), ("c.qcow2", False), ("d.qcow2", False)]
+    assert replay("mirror_cancel_after_ready").left_chain() == ()
+    assert replay("mirror_cancel_before_ready", pivot=True).left_chain() == ()
+    assert replay("backup_write_error").left_chain() == ()
+
+
+def test_samples_keep_time_order_and_an_idle_job_adds_a_row_a_second():
+    state = JobState("job0", "drive-mirror", {"device": "node-D"}, None, started=0.0)
+    ready = {"status": "ready", "offset": 10, "len": 10, "speed": 0, "busy": False, "paused": False, "ready": True}
+    assert state.apply_sample({**ready, "io-status": "ok"}, at=1.0)
+    assert not state.apply_sample({**ready, "io-status": "ok"}, at=1.5), "unchanged and within a second"
+    assert state.apply_sample({**ready, "io-status": "ok"}, at=2.1)
+    assert not state.apply_sample({**ready, "io-status": "ok"}, at=0.5), "older than the last row"
+    assert list(state.timeline["t"]) == [1.0, 2.1]
