@@ -8,12 +8,8 @@ transport and ``qblocknb.jobs`` for what a Job can do.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import difflib
 import re
-import threading
-import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -21,7 +17,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from . import images, loop
+from . import images
 from .blockstate import BlockState
 from .chain import (
     PROTOCOL_DRIVERS,
@@ -34,18 +30,18 @@ from .chain import (
     image_from_node,
     pick_disk,
 )
-from .errors import Error, InputError, QEMUGone, UnknownCommand
+from .errors import Error, QEMUGone
 from .guestio import GuestIO
+from .jobregistry import JobRegistry
 from .jobs import Job
 from .listeners import Listeners
 from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
+from .schema import Schema
 from .session import Session
 from .sizes import parse_size
 from .vocabulary import JOB_COMMANDS, VERB_COMMANDS
-
-SAMPLE_INTERVAL = 0.02
 
 
 class Checked(NamedTuple):
@@ -56,14 +52,6 @@ class Checked(NamedTuple):
 
 
 SIZE_ARGUMENTS = {"speed", "buf-size", "granularity"}
-JOB_EVENTS = {
-    "JOB_STATUS_CHANGE",
-    "BLOCK_JOB_COMPLETED",
-    "BLOCK_JOB_CANCELLED",
-    "BLOCK_JOB_READY",
-    "BLOCK_JOB_ERROR",
-    "BLOCK_JOB_PENDING",
-}
 
 
 class Machine:
@@ -78,18 +66,9 @@ class Machine:
         self._device = device
         self.guest_io = GuestIO(self)
         self.state = BlockState(session)
-        self.monitoring = True
-        self.sample_interval = SAMPLE_INTERVAL
-        self.job_list: list[Job] = []
+        self.schema = Schema(session)
+        self.registry = JobRegistry(session, self._new_job)
         self.listeners = Listeners()  # each QMP event as a dict, on the session thread
-        self.retired: list[RetiredImage] = []
-        self._jobs: dict[str, Job] = {}
-        self._refused_ids: set[str] = set()  # jobs QEMU created and aborted within a refused command
-        self._commands: set[str] | None = None
-        self._arg_names: dict[str, set[str]] | None = None
-        self._deprecated: set[str] = set()
-        self._sampler: asyncio.Future | None = None
-        self._lock = threading.Lock()
         session.listeners.register(self._on_event)
 
     def __repr__(self) -> str:
@@ -159,32 +138,34 @@ class Machine:
     @property
     def commands(self) -> set[str]:
         """Every QMP command this QEMU knows (``query-commands``)."""
-        if self._commands is None:
-            self._commands = {c["name"] for c in self.session.execute("query-commands", record=False)}
-        return self._commands
+        return self.schema.commands
 
     def has_command(self, name: str) -> bool:
-        return name in self.commands
+        return name in self.schema.commands
 
     def accepts(self, command: str, argument: str) -> bool:
         """True when QEMU's schema lists ``argument`` for ``command``: feature detection without version numbers."""
-        return argument in self._argument_names(command)
+        return argument in self.schema.arguments(command)
+
+    def deprecated(self, command: str) -> bool:
+        """True when QEMU's schema marks ``command`` deprecated (``block-job-complete`` from 10.1, for one)."""
+        return self.schema.deprecated(command)
 
     def execute(
         self, command: str, arguments: dict | None = None, /, *, timeout: float | None = None, **kwargs: Any
     ) -> Any:
         """Send any QMP command; keyword names use ``_`` for ``-``. Job commands return a Job."""
         if command not in self.commands:
-            raise self._unknown(command)
+            raise self.schema.unknown(command)
         merged = dict(arguments or {})
-        merged.update(self._qmp_arguments(command, kwargs))
+        merged.update(self.schema.qmp_arguments(command, kwargs))
         for key in SIZE_ARGUMENTS & merged.keys():  # speed="4M", buf-size="1M", as everywhere else
             if isinstance(merged[key], str):
                 merged[key] = parse_size(merged[key])
         if command in JOB_COMMANDS:
             return self._start_job(command, merged, timeout)
-        job = self._jobs.get(merged.get("device") or merged.get("id")) if command in VERB_COMMANDS else None
-        if job is not None and not job.ended:
+        job = self.registry.running(merged.get("device") or merged.get("id")) if command in VERB_COMMANDS else None
+        if job is not None:
             return job.send_verb(VERB_COMMANDS[command], command, merged, timeout)
         if command == SNAPSHOT:
             after = self._check_against_chain(command, merged).after
@@ -208,49 +189,11 @@ class Machine:
         for command in (name.replace("_", "-"), name):
             if command in self.commands:
                 return partial(self.execute, command)
-        raise self._unknown(name.replace("_", "-"))
-
-    def _unknown(self, command: str) -> UnknownCommand:
-        close = difflib.get_close_matches(command, sorted(self.commands), n=3)
-        return UnknownCommand(
-            f"QEMU has no command '{command}'",
-            "query-commands does not list it",
-            f"did you mean {', '.join(close)}?" if close else "see vm.commands for the full list",
-        )
+        raise self.schema.unknown(name.replace("_", "-"))
 
     def __dir__(self) -> list[str]:
         names = set(super().__dir__())
-        if self._commands is not None:
-            names |= {c.replace("-", "_") for c in self._commands}
-        return sorted(names)
-
-    def _qmp_arguments(self, command: str, kwargs: dict) -> dict:
-        """Map Python keywords to QMP names: ``job_id`` -> ``job-id`` unless QEMU spells it with ``_``."""
-        if not kwargs:
-            return {}
-        # Only commands with legacy underscore names (block_set_io_throttle, ...) have underscore arguments;
-        # asking the schema just for them keeps the common path to a plain rename.
-        legacy = "_" in command and any("_" in key for key in kwargs)
-        known = self._argument_names(command) if legacy else set()
-        return {key if key in known else key.replace("_", "-"): value for key, value in kwargs.items()}
-
-    def deprecated(self, command: str) -> bool:
-        """True when QEMU's schema marks ``command`` deprecated (``block-job-complete`` from 10.1, for one)."""
-        self._argument_names(command)
-        return command in self._deprecated
-
-    def _argument_names(self, command: str) -> set[str]:
-        if self._arg_names is None:
-            schema = self.session.execute("query-qmp-schema", record=False)
-            types = {entry["name"]: entry for entry in schema}
-            self._arg_names = {}
-            for entry in schema:
-                if entry.get("meta-type") == "command":
-                    members = types.get(entry.get("arg-type"), {}).get("members", [])
-                    self._arg_names[entry["name"]] = {m["name"] for m in members}
-                    if "deprecated" in entry.get("features", []):
-                        self._deprecated.add(entry["name"])
-        return self._arg_names.get(command, set())
+        return sorted(names | {c.replace("-", "_") for c in self.schema.known})
 
     # -- jobs -------------------------------------------------------------------------------
     def _start_job(self, command: str, arguments: dict, timeout: float | None = None) -> Job:
@@ -267,15 +210,11 @@ class Machine:
 
         Fills in ``job-id`` when missing; call ``forget_job`` if the command is then refused.
         """
-        arguments.setdefault("job-id", self.next_job_id())
+        arguments.setdefault("job-id", self.registry.next_id())
         chain = self._check_against_chain(command, arguments).chain
         source, target = job_ends(chain, JOB_COMMANDS[command], arguments)
         job = self._new_job(arguments["job-id"], command, arguments, chain, source, target)
-        job.listeners.register(self._retire_when_ended)
-        with self._lock:
-            self._jobs[job.id] = job
-        self.job_list.append(job)
-        self._ensure_sampler()
+        self.registry.add(job)
         return job
 
     def _check_against_chain(self, command: str, arguments: dict) -> Checked:
@@ -286,7 +225,7 @@ class Machine:
             chain = expected
         else:
             chain = self.chain_of(name)
-        running = {job.id for job in self.job_list if not job.ended}
+        running = {job.id for job in self.registry.active()}
         return Checked(chain, predict(chain, command, arguments, running_jobs=running, cwd=self.cwd).after)
 
     def _new_job(self, job_id: str, command: str, arguments: dict, chain: Chain | None, *ends: str | None) -> Job:
@@ -302,103 +241,46 @@ class Machine:
             deprecated=lambda old: self.deprecated(old) and self.has_command(old.replace("block-job-", "job-")),
         )
 
-    def _retire_when_ended(self, job: Job) -> None:
-        """When a job has ended, remember the images it took out of the chain (on the event thread: no QMP)."""
-        if job.ended:
-            with self._lock:
-                known = {image.file for image in self.retired}
-                self.retired.extend(image for image in job.left_chain() if image.file not in known)
-
     def forget_job(self, job: Job) -> None:
         """Drop a registered Job whose command QEMU refused."""
-        with self._lock:
-            self._jobs.pop(job.id, None)
-            self._refused_ids.add(job.id)
-        with contextlib.suppress(ValueError):
-            self.job_list.remove(job)
+        self.registry.forget(job)
 
     def next_job_id(self) -> str:
-        """``job0``, ``job1``, ...: the first id no job of this session has used (refused ones included)."""
-        used = {job.id for job in self.job_list} | self._refused_ids
-        number = 0
-        while f"job{number}" in used:
-            number += 1
-        return f"job{number}"
+        """``job0``, ``job1``, ...: the first id no job of this session has used."""
+        return self.registry.next_id()
 
     def job(self, job_id: str) -> Job:
         """The Job with this id."""
-        for job in reversed(self.job_list):
-            if job.id == job_id:
-                return job
-        ids = ", ".join(job.id for job in self.job_list) or "none"
-        raise InputError(f"there is no job '{job_id}'", f"jobs of this session are {ids}", "pick one of those")
+        return self.registry.find(job_id)
+
+    @property
+    def job_list(self) -> list[Job]:
+        """Every job of this session, in the order they started."""
+        return self.registry.job_list
 
     @property
     def jobs(self) -> pd.DataFrame:
         """One row per job of this session: type, start, end, duration, bytes, mean rate, outcome."""
-        return pd.DataFrame(
-            [job.summary() for job in self.job_list],
-            columns=[
-                "id",
-                "type",
-                "command",
-                "status",
-                "outcome",
-                "start",
-                "end",
-                "duration_s",
-                "bytes",
-                "mean_rate_Bps",
-                "error",
-            ],
-        )
+        return self.registry.frame()
+
+    @property
+    def retired(self) -> list[RetiredImage]:
+        """Images that ended jobs took out of the chain, with the seed's rule on whether they are still valid."""
+        return self.registry.retired
+
+    @property
+    def monitoring(self) -> bool:
+        """Whether running jobs are sampled (every 20 ms, ``registry.sample_interval``) for their timelines."""
+        return self.registry.monitoring
+
+    @monitoring.setter
+    def monitoring(self, on: bool) -> None:
+        self.registry.monitoring = on
 
     def _on_event(self, event: dict) -> None:
         self.state.changed()  # any event may come with a new graph: a job step, a pivot, a device gone
-        name, data = event.get("event"), event.get("data", {})
-        if name in JOB_EVENTS:
-            job_id = data.get("id") or data.get("device")
-            with self._lock:
-                job = self._jobs.get(job_id)
-                if job is not None and job.ended and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
-                    job = None  # a new job that reuses an old id
-                if job is None and job_id in self._refused_ids:  # the rest of a refused command's aborted job
-                    if data.get("status") == "null":
-                        self._refused_ids.discard(job_id)
-                elif job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
-                    job = self._new_job(job_id, "unknown", {}, None)
-                    self._jobs[job_id] = job
-                    self.job_list.append(job)
-            if job is not None:
-                job.handle_event(event)
+        self.registry.route(event)
         self.listeners.notify(event)
-
-    def _ensure_sampler(self) -> None:
-        if self.monitoring and (self._sampler is None or self._sampler.done()):
-            self._sampler = loop.submit(self._sample_jobs())
-
-    async def _sample_jobs(self) -> None:
-        """Poll query-block-jobs while any job runs, so each Job gets a timeline."""
-        while self._any_running() and self.session.connected:
-            try:
-                infos = await self.session.execute_async("query-block-jobs")
-            except Exception:  # QEMU gone or busy: the waiting side reports it
-                return
-            self._record_samples(infos, time.monotonic())
-            await asyncio.sleep(self.sample_interval)
-
-    def _any_running(self) -> bool:
-        with self._lock:  # callers on other threads add jobs while the sampler looks
-            return any(not job.ended for job in self._jobs.values())
-
-    def _sample_now(self) -> None:
-        self._record_samples(self.session.execute("query-block-jobs", record=False), time.monotonic())
-
-    def _record_samples(self, infos: list[dict], at: float) -> None:
-        for info in infos:
-            job = self._jobs.get(info.get("device"))
-            if job is not None:
-                job.handle_sample(info, at)
 
     # -- chain ------------------------------------------------------------------------------
     def chain(self, device: str | None = None) -> Chain:
@@ -423,9 +305,9 @@ class Machine:
     def _annotated(self, chain: Chain, nodes: list[dict]) -> Chain:
         """The chain with the jobs running on it, their targets, and the retired images."""
         by_name = {node["node-name"]: node for node in nodes}
-        active = tuple(job for job in self.job_list if not job.ended)
+        active = self.registry.active()
         if active:  # the drawing shows progress as of now, not as of the sampler's last round
-            self._sample_now()
+            self.registry.sample_now()
         targets = tuple(
             _target_image(job.target, by_name) for job in active if job.target and chain.find(job.target) is None
         )
