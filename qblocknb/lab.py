@@ -22,9 +22,10 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import images, loop
+from . import guestimage, images, loop
 from .chain import Chain
 from .errors import Error, InputError
+from .guest import Guest, guest_accel, qemu_args
 from .machine import Machine
 from .process import QemuProcess, command_line
 from .session import Session
@@ -138,11 +139,14 @@ class Lab:
         fmt: str | None = None,
         name: str | None = None,
         wrapper: Sequence[str] = (),
+        guest: bool = False,
     ) -> Machine:
         """Start a QEMU with ``image`` as ``node_name`` on virtio-blk device ``virtio0``, paused (``-S``).
 
         ``wrapper`` prefixes the command line, e.g. ``["ip", "netns", "exec", "ns1"]`` to start QEMU inside a
         network namespace (the QMP socket is a file, so it is reached from any namespace).
+        ``guest=True`` boots a tiny Linux with the image as /dev/vda instead, and returns once its shell answers:
+        ``vm.guest`` (see ``qblocknb.guest``) runs commands in it and writes checkable data while jobs run.
         """
         if not self._finalizer.alive:
             raise InputError(
@@ -155,16 +159,38 @@ class Lab:
         name = name or f"qemu{number}"
         socket = self._socket_path(f"{name}.sock")
         socket.unlink(missing_ok=True)
-        args = [*wrapper, *command_line(path, node_name, fmt or images.detect_format(path), socket, incoming, accel)]
+        guest_options: list[str] = []
+        if guest:
+            boot = guestimage.boot_files()  # before QEMU starts: a missing kernel costs no process
+            serial = (self._socket_path(f"{name}.console.sock"), self._socket_path(f"{name}.progress.sock"))
+            console_log = self.path / f"{name}.console.log"
+            guest_options = qemu_args(boot, *serial, console_log)
+            accel = guest_accel(accel)
+        memory = 256 if guest else 128
+        fmt = fmt or images.detect_format(path)
+        args = [*wrapper, *command_line(path, node_name, fmt, socket, incoming, accel, memory, guest_options)]
+        started = time.monotonic()
         process = QemuProcess(args, cwd=self.path, log_stem=self.path / name)
-        session = Session(socket, name=name, gone=lambda what: None if process.alive() else process.gone_error(what))
+
+        def gone(what: str) -> Error | None:
+            return None if process.alive() else process.gone_error(what)
+
+        session = Session(socket, name=name, gone=gone)
         try:
             session.connect()
         except Error:
             process.terminate()
             raise
         machine = Machine(session, process, cwd=self.path, device="virtio0")
+        machine.guest = None
         self.machines.append(machine)
+        if guest:
+            machine.guest = Guest(gone, *serial, console_log, started)
+            try:
+                machine.guest.boot()
+            except Error:
+                machine.quit(timeout=3)
+                raise
         return machine
 
     def _socket_path(self, name: str) -> Path:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import QEMUGone
@@ -58,8 +59,12 @@ def command_line(
     incoming: str | None,
     accel: str | None,
     memory_mb: int = 128,
+    guest: Sequence[str] = (),
 ) -> list[str]:
-    """The whole QEMU command line, in the seed's shape, with the modern ``-qmp`` spelling."""
+    """The whole QEMU command line, in the seed's shape, with the modern ``-qmp`` spelling.
+
+    ``guest`` holds a guest's boot options (``qblocknb.guest.qemu_args``): its vCPUs then run, without ``-S``.
+    """
     args = [
         require(QEMU),
         "-display",
@@ -70,7 +75,7 @@ def command_line(
         "q35",
         "-m",
         str(memory_mb),
-        "-S",
+        *([] if guest else ["-S"]),
         *accel_args(accel),
         "-blockdev",
         blockdev_json(image, node_name, fmt),
@@ -78,6 +83,7 @@ def command_line(
         f"virtio-blk,drive={node_name},id=virtio0",
         "-qmp",
         f"unix:{qmp_socket},server=on,wait=off",
+        *guest,
     ]
     if incoming:
         args += ["-incoming", incoming]
