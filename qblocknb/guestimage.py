@@ -133,7 +133,7 @@ def find_kernel() -> tuple[str, Path]:
             candidates.append((_version_key(version), version, path))
     if not candidates:
         present = sorted(p.name for p in BOOT.glob("vmlinuz-*"))
-        found = f"{', '.join(present)} exist but this user cannot read them" if present else "there is none"
+        found = f"{', '.join(present)}: unreadable, or without modules" if present else "there is no vmlinuz-*"
         raise GuestImageError(
             "the test guest needs a readable Linux kernel in /boot with its modules in /lib/modules",
             f"{found} (Ubuntu, and so Binder, keeps /boot/vmlinuz-* readable by root only)",
