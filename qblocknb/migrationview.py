@@ -19,13 +19,14 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .migration import PLAN, StorageMigration
+from .palette import BLUE, ERROR, MUTED, OK
 from .widgets.chainview import ChainView
 from .widgets.jobmonitor import JobMonitor
 
 # Each side takes the width its diagram wants; when both do not fit they wrap, one above the other, and a
 # diagram wider than the output shrinks (ChainView's fit) instead of being cut off on the right.
 SIDE = {"flex": "1 1 auto", "min_width": "0", "max_width": "100%", "margin": "0 12px 8px 0"}
-MARKS = {"ok": ("✓", "#4e9a06"), "running": ("…", "#3465a4"), "failed": ("✗", "#a40000"), "": ("·", "#888a85")}
+MARKS = {"ok": ("✓", OK), "running": ("…", BLUE), "failed": ("✗", ERROR), "": ("·", MUTED)}
 
 
 def steps_html(migration: StorageMigration) -> str:

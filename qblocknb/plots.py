@@ -24,20 +24,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .jobs import Job
+from .palette import BACKGROUND, PURPLE, STATUS_COLOURS
 
 PANELS = ("progress", "throughput", "status")
-STATUS_COLOURS = {
-    "created": "#d3d7cf",
-    "running": "#8ae234",
-    "paused": "#babdb6",
-    "ready": "#729fcf",
-    "standby": "#a9c7e8",
-    "waiting": "#fce94f",
-    "pending": "#fcaf3e",
-    "aborting": "#ef2929",
-    "concluded": "#555753",
-    "null": "#2e3436",
-}
 MiB = 1 << 20
 
 
@@ -115,7 +104,7 @@ def _guest(ax, writer: pd.DataFrame, wall_origin: float) -> None:
     """The guest's cumulative writes, on the jobs' time axis (both clocks are this host's wall clock)."""
     if not writer.empty:
         seconds = writer["t"].astype(float) - (wall_origin or float(writer["t"].iloc[0]))
-        ax.step(seconds, writer["bytes_written"] / MiB, where="post", color="#75507b", label="guest writes")
+        ax.step(seconds, writer["bytes_written"] / MiB, where="post", color=PURPLE, label="guest writes")
     ax.set_ylabel("guest MiB")
     ax.set_ylim(bottom=0)
 
@@ -128,7 +117,7 @@ def _progress(ax, frames: dict[str, pd.DataFrame]) -> None:
     ax.set_ylim(0, 105)
     if len(frames) == 1:  # one job: its states as bands behind the curve
         for status, start, end in status_runs(next(iter(frames.values()))):
-            ax.axvspan(start, end, color=STATUS_COLOURS.get(status, "#eeeeec"), alpha=0.25, linewidth=0)
+            ax.axvspan(start, end, color=STATUS_COLOURS.get(status, BACKGROUND), alpha=0.25, linewidth=0)
     _legend(ax, frames)
 
 
@@ -146,9 +135,9 @@ def _status(ax, frames: dict[str, pd.DataFrame]) -> None:
     for row, frame in enumerate(frames.values()):
         runs = status_runs(frame) if not frame.empty else []
         bars = [(start, max(end - start, 1e-3)) for _, start, end in runs]
-        colours = [STATUS_COLOURS.get(status, "#eeeeec") for status, _, _ in runs]
+        colours = [STATUS_COLOURS.get(status, BACKGROUND) for status, _, _ in runs]
         ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=colours)
-        seen.update({status: STATUS_COLOURS.get(status, "#eeeeec") for status, start, end in runs if end > start})
+        seen.update({status: STATUS_COLOURS.get(status, BACKGROUND) for status, start, end in runs if end > start})
     ax.set_yticks(range(len(frames)), list(frames))
     ax.set_ylim(-0.6, max(len(frames), 1) - 0.4)
     ax.set_ylabel("status")

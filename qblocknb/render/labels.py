@@ -78,7 +78,7 @@ def bitmap_text(bitmap: Bitmap) -> str:
 
 def _badges(bitmaps: Sequence[Bitmap]) -> str:
     cells = "".join(
-        f'<TD BGCOLOR="{style.BITMAP_FILL}" STYLE="rounded" BORDER="1" COLOR="#c4a000">'
+        f'<TD BGCOLOR="{style.BITMAP_FILL}" STYLE="rounded" BORDER="1" COLOR="{style.BITMAP_BORDER}">'
         f'<FONT POINT-SIZE="9">⚑ {escape(bitmap_text(b))}</FONT></TD>'
         for b in bitmaps
     )

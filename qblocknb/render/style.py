@@ -7,29 +7,24 @@ orange "re-pointed".
 
 from __future__ import annotations
 
+from ..palette import BLUE, DARK_BLUE, DARK_YELLOW, ERROR, INK, JOB_COLOURS, MUTED, OK, ORANGE, OTHER_JOB, YELLOW
+
+__all__ = ["INK", "MUTED", "job_colour"]  # the diagram's own names below, and the palette's it shares
+
 FONT = "Helvetica"
-INK = "#2e3436"
-MUTED = "#888a85"
 IMAGE_FILL = "#eef4fb"
-IMAGE_BORDER = "#3465a4"
+IMAGE_BORDER = BLUE
 ACTIVE_FILL = "#d5e5f8"
-ACTIVE_BORDER = "#204a87"
+ACTIVE_BORDER = DARK_BLUE
 TARGET_FILL = "#fbf7ee"
 RETIRED_FILL = "#f3f3f3"
-INVALID = "#a40000"
-NEW = "#4e9a06"
+INVALID = ERROR
+NEW = OK
 NEW_FILL = "#e4f5d2"
-REPOINTED = "#ce5c00"
-BITMAP_FILL = "#fce94f"
+REPOINTED = ORANGE
+BITMAP_FILL = YELLOW
+BITMAP_BORDER = DARK_YELLOW
 DEVICE_FILL = "#ffffff"
-
-JOB_COLOURS = {
-    "stream": "#4e9a06",
-    "commit": "#c17d11",
-    "mirror": "#75507b",
-    "backup": "#06989a",
-}
-OTHER_JOB = "#5c3566"
 
 GRAPH = {"rankdir": "LR", "fontname": FONT, "nodesep": "0.3", "ranksep": "0.45", "bgcolor": "transparent"}
 NODE = {"fontname": FONT, "fontsize": "11", "shape": "box", "style": "rounded,filled", "margin": "0.12,0.06"}

@@ -16,6 +16,7 @@ import ipywidgets as widgets
 from ..chain import Chain
 from ..errors import Error
 from ..listeners import Listeners
+from ..palette import OK
 from .html import diagram_html, error_html
 from .refresher import Refresher
 
@@ -62,7 +63,7 @@ class ChainView(widgets.VBox):
                 self.before = self.chain
             changed = chain.diff(self.before) if self.before is not None else None
             self.caption.value = f"<code>{escape(str(chain))}</code>" + (
-                f' <span style="color:#4e9a06">(last change: {escape(str(changed))})</span>' if changed else ""
+                f' <span style="color:{OK}">(last change: {escape(str(changed))})</span>' if changed else ""
             )
             self.diagram.value = diagram_html(chain, fit=self.fit, diff_from=self.before if self.highlight else None)
             self.chain = chain  # last, so that whoever sees the new chain also sees its picture

@@ -19,14 +19,15 @@ import ipywidgets as widgets
 
 from ..errors import Error
 from ..jobs import Job, event_time
+from ..palette import DARK_BLUE, ERROR, INK, MUTED, OK, PURPLE, SUBTLE
 
 TRANSCRIPT_STYLE = (
     "display:flex;flex-direction:column-reverse;max-height:360px;overflow-y:auto;"
-    "font-family:monospace;font-size:12px;border:1px solid #d3d7cf;padding:4px"
+    f"font-family:monospace;font-size:12px;border:1px solid {SUBTLE};padding:4px"
 )
 
 
-def _block(body: str, colour: str = "#2e3436") -> str:
+def _block(body: str, colour: str = INK) -> str:
     # A div, not a pre: JupyterLab's widget styles clip a pre's descenders inside an HTML widget.
     style = f"margin:1px 0;color:{colour};white-space:pre-wrap;font-family:monospace;font-size:12px;line-height:1.4"
     return f'<div style="{style}">{body}</div>'
@@ -75,11 +76,11 @@ class Console(widgets.VBox):
         try:
             result = self.vm.shell(line)
         except Error as error:
-            self._add(_block(escape(str(error)), "#a40000"))
+            self._add(_block(escape(str(error)), ERROR))
             return None
-        self._add(_block(escape(reply_json(result)), "#204a87"))
+        self._add(_block(escape(reply_json(result)), DARK_BLUE))
         if isinstance(result, Job):
-            self._add(_block(f"started job {escape(result.id)} ({escape(result.type)})", "#4e9a06"))
+            self._add(_block(f"started job {escape(result.id)} ({escape(result.type)})", OK))
         return result
 
     def close(self) -> None:
@@ -94,7 +95,7 @@ class Console(widgets.VBox):
         """On the event thread: only the transcript's value changes."""
         stamp = time.strftime("%H:%M:%S", time.localtime(event_time(event) or time.time()))
         data = json.dumps(event.get("data", {}), separators=(", ", ": "))
-        self._add(_block(f"{stamp} <b>{escape(event.get('event', '?'))}</b> {escape(data)}", "#75507b"))
+        self._add(_block(f"{stamp} <b>{escape(event.get('event', '?'))}</b> {escape(data)}", PURPLE))
 
     def _add(self, entry: str) -> None:
         with self._lock:
@@ -102,5 +103,5 @@ class Console(widgets.VBox):
             self._show()
 
     def _show(self) -> None:
-        body = "".join(reversed(self.entries)) or _block("replies and events appear here", "#888a85")
+        body = "".join(reversed(self.entries)) or _block("replies and events appear here", MUTED)
         self.transcript.value = f'<div class="qb-transcript" style="{TRANSCRIPT_STYLE}">{body}</div>'

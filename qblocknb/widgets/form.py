@@ -21,6 +21,7 @@ from ..chain import Chain, Image
 from ..errors import Error, InputError
 from ..jobs import Job
 from ..listeners import Listeners
+from ..palette import OK
 from ..predict import Prediction, predict
 from ..qmpshell import format_json, format_line
 from ..sizes import parse_size
@@ -201,7 +202,7 @@ class CommandForm(widgets.VBox):
             return None
         self.result = result
         what = f"started job {result.id}" if isinstance(result, Job) else "done"
-        self.message.value = note_html(f"{self.command} sent: {what}", "#4e9a06")
+        self.message.value = note_html(f"{self.command} sent: {what}", OK)
         with self._quietly():
             self.after_run(result)
             self._auto = {name: field.value for name, field in self.fields.items()}  # back to defaults

@@ -12,6 +12,7 @@ from html import escape
 
 from ..chain import Chain
 from ..errors import ToolError
+from ..palette import ERROR, GREY
 from ..render import svg, text
 
 FIT_STYLE = "max-width:100%;height:auto"  # keeps the aspect ratio: graphviz writes a viewBox
@@ -19,10 +20,10 @@ FIT_STYLE = "max-width:100%;height:auto"  # keeps the aspect ratio: graphviz wri
 
 def error_html(error: BaseException | str) -> str:
     """An error as one red sentence."""
-    return f'<div class="qb-error" style="color:#a40000">⚠ {escape(str(error))}</div>'
+    return f'<div class="qb-error" style="color:{ERROR}">⚠ {escape(str(error))}</div>'
 
 
-def note_html(message: str, colour: str = "#555753") -> str:
+def note_html(message: str, colour: str = GREY) -> str:
     return f'<div class="qb-note" style="color:{colour}">{escape(message)}</div>'
 
 

@@ -20,6 +20,7 @@ import ipywidgets as widgets
 
 from ..errors import Error
 from ..jobs import Job
+from ..palette import ERROR, INK, OUTCOME_COLOURS
 from ..plots import figure_png, plot_timeline
 from ..sizes import human_size
 from ..vocabulary import VERB_STATES
@@ -29,7 +30,6 @@ from .refresher import Refresher
 VERBS = ("complete", "cancel", "pause", "resume")
 SPEEDS = (64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20)
 BUTTON_STYLES = {"complete": "success", "cancel": "warning"}  # while enabled; a disabled button is plain
-OUTCOME_COLOURS = {"completed": "#4e9a06", "cancelled": "#c17d11", "failed": "#a40000"}
 RATE_WINDOW = 1.5
 MIN_UPDATE = 0.1
 
@@ -142,7 +142,7 @@ class JobMonitor(widgets.VBox):
         if job.io_error:
             text += f" · {escape(job.io_error)}"
         if job.outcome:
-            colour = OUTCOME_COLOURS.get(job.outcome, "#2e3436")
+            colour = OUTCOME_COLOURS.get(job.outcome, INK)
             text += f' · <span style="color:{colour}">{escape(job.outcome)}</span>'
         return text
 
@@ -154,7 +154,7 @@ class JobMonitor(widgets.VBox):
             parts.append(f"{human_size(max(last - first, 0) / (t1 - t0))}/s")
         parts.append(f"limit {human_size(job.speed)}/s" if job.speed else "no speed limit")
         if job.error:
-            parts.append(f'<span style="color:#a40000">{escape(job.error)}</span>')
+            parts.append(f'<span style="color:{ERROR}">{escape(job.error)}</span>')
         return " · ".join(parts)
 
     def _on_job(self, job: Job) -> None:
