@@ -80,8 +80,7 @@ def guest_accel(accel: str | None) -> str | None:
     """The accelerator for a guest: as asked, else TCG where /dev/kvm is PVM, else the usual choice.
 
     PVM (``kvm_pvm``, found on nested cloud VMs) opens like KVM but runs only kernels built as PVM guests: a
-    stock Debian kernel made no progress past its decompressor in five minutes there, where TCG boots it in seven
-    seconds.
+    stock Debian kernel had not left its decompressor after a minute there, where TCG boots it in seven seconds.
     """
     accel = accel or os.environ.get("QBLOCKNB_ACCEL")
     if accel is None and kvm_usable() and Path("/sys/module/kvm_pvm").exists():
