@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
 from .errors import InputError
+from .nbd import is_nbd
 
 FILTER_DRIVERS = {
     "mirror_top",
@@ -65,7 +66,7 @@ def display_name(file: str) -> str:
             return file
         inner = _innermost_name(options)
         return f"{display_name(inner)} ({options.get('driver', 'json')})" if inner else file
-    if "://" in file or file.startswith("nbd:"):
+    if "://" in file or is_nbd(file):
         return file
     return PurePath(file).name or file
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from .chain import Chain
 from .errors import InputError
 from .images import resolve
+from .nbd import is_protocol
 
 SYNC_MODES = {
     "mirror": ("full", "top", "none"),
@@ -120,7 +121,7 @@ def _check_target(command: str, arguments: dict, known_nodes: set[str], cwd: Pat
                 "create the image with lab.create() and attach it with vm.blockdev_add(...)",
             )
         return
-    if ":" in target.split("/")[0]:  # a protocol such as nbd:host:port
+    if is_protocol(target):  # such as nbd:host:port
         return
     path = resolve(target, cwd)
     if not path.parent.is_dir():

@@ -9,7 +9,6 @@ transport and ``qblocknb.jobs`` for what a Job can do.
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -35,6 +34,7 @@ from .guestio import GuestIO
 from .jobregistry import JobRegistry
 from .jobs import Job
 from .listeners import Listeners
+from .nbd import nbd_uri
 from .predict import SNAPSHOT, job_ends, predict
 from .process import QemuProcess
 from .qmpshell import parse_line
@@ -369,16 +369,3 @@ def _target_image(target: str, nodes: dict[str, dict]) -> Image:
         image = image_from_node(opened[0])
         return replace(image, node_name=None) if opened[0]["node-name"].startswith("#") else image
     return Image(file=target, format="?", virtual_size=0)
-
-
-def nbd_uri(name: str) -> str:
-    """The seed's ``nbd:HOST:PORT:exportname=X`` in the URI form QEMU reports for the node; other names unchanged.
-
-    >>> nbd_uri("nbd:127.0.0.1:10809:exportname=node-TargetDisk")
-    'nbd://127.0.0.1:10809/node-TargetDisk'
-    """
-    match = re.fullmatch(r"nbd:([^:\[\]]+|\[[^\]]+\]):(\d+)(?::exportname=(.*))?", name)
-    if not match:
-        return name
-    host, port, export = match.groups()
-    return f"nbd://{host}:{port}/{export or ''}"

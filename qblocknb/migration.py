@@ -33,6 +33,7 @@ import pandas as pd
 from .errors import Error, InputError
 from .listeners import Listeners
 from .migration_explain import authority, diagnose, side_state
+from .nbd import NBD_PORT, address, is_ipv6, is_nbd, seed_target, tcp_uri
 from .sizes import parse_size
 from .tls import add_credentials
 from .tools import run
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from .lab import Lab
     from .machine import Machine
 
-NBD_PORT = 10809  # IANA's port for NBD; used when the address is not on this host's network namespace
 POLL = 0.05
 TLS_ID = "tls0"
 STEP_COLUMNS = ["step", "name", "machine", "command", "started", "duration_s", "outcome"]
@@ -74,18 +74,13 @@ class MigrationError(Error):
 
 def free_port(host: str) -> int:
     """A port nobody listens on at ``host``; NBD's own port when ``host`` is not an address of this namespace."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = socket.AF_INET6 if is_ipv6(host) else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((host, 0))
         except OSError:
             return NBD_PORT
         return probe.getsockname()[1]
-
-
-def tcp_uri(host: str, port: int | str) -> str:
-    """``tcp:10.0.0.2:4444`` or ``tcp:[::1]:4444``."""
-    return f"tcp:[{host}]:{port}" if ":" in host else f"tcp:{host}:{port}"
 
 
 def launch_destination(
@@ -165,7 +160,7 @@ class StorageMigration:
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self.nbd_port}" if ":" in self.host else f"{self.host}:{self.nbd_port}"
+        return address(self.host, self.nbd_port)
 
     # -- the whole flow ---------------------------------------------------------------------
     def run(self) -> StorageMigration:
@@ -324,8 +319,8 @@ class StorageMigration:
     @property
     def target(self) -> str:
         """The mirror's target: the seed's ``nbd:HOST:PORT:exportname=NODE``, or ``json:`` when TLS or IPv6 need it."""
-        if self.tls is None and ":" not in self.host:
-            return f"nbd:{self.host}:{self.nbd_port}:exportname={self.export}"
+        if self.tls is None and not is_ipv6(self.host):
+            return seed_target(self.host, self.nbd_port, self.export)
         options = {
             "driver": "nbd",
             "server": {"type": "inet", "host": self.host, "port": str(self.nbd_port)},
@@ -337,7 +332,7 @@ class StorageMigration:
 
     def _format(self) -> dict:
         """``format=raw`` for an ``nbd:`` target: never let QEMU probe a format from data the guest wrote."""
-        return {"format": "raw"} if self.target.startswith("nbd:") else {}
+        return {"format": "raw"} if is_nbd(self.target) else {}
 
     def _job(self) -> Job:
         if self.job is None:

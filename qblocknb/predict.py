@@ -34,6 +34,7 @@ from .chain import Chain, Image, JobInfo, retire
 from .checks import check_device, check_job
 from .errors import InputError
 from .images import resolve
+from .nbd import is_nbd
 from .vocabulary import JOB_COMMANDS
 
 SNAPSHOT = "blockdev-snapshot-sync"
@@ -214,7 +215,7 @@ def _target_image(chain: Chain, command: str, arguments: dict) -> Image:
     source = chain.images[check_device(chain, command, arguments.get("device"))]
     return Image(
         file=target,
-        format=arguments.get("format") or ("raw" if target.startswith("nbd:") else source.format),
+        format=arguments.get("format") or ("raw" if is_nbd(target) else source.format),
         virtual_size=source.virtual_size,
         node_name=arguments.get("node-name"),
     )
