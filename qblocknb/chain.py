@@ -135,6 +135,11 @@ class Image:
         return bool(self.node_name and self.node_name.startswith("#"))
 
     @property
+    def names(self) -> set[str]:
+        """Every name this image answers to: its node name, its file as QEMU knows it, its basename."""
+        return {name for name in (self.node_name, self.file, self.name) if name}
+
+    @property
     def label(self) -> str:
         """The node name the user gave, else the file's basename."""
         return self.name if self.automatic or not self.node_name else self.node_name
@@ -242,7 +247,7 @@ class Chain:
     def find(self, name: str) -> Image | None:
         """The image with this node name, file path or basename, if it is in the chain."""
         for image in self.images:
-            if name in (image.node_name, image.file, image.name):
+            if name in image.names:
                 return image
         return None
 

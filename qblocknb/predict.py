@@ -210,7 +210,7 @@ def _target_image(chain: Chain, command: str, arguments: dict) -> Image:
     """The mirror's or backup's destination as an image outside the chain."""
     target = arguments["target"]
     for image in chain.other_nodes:
-        if target in (image.node_name, image.file, image.name):
+        if target in image.names:
             return image
     source = chain.images[check_device(chain, command, arguments.get("device"))]
     return Image(

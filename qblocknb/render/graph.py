@@ -43,9 +43,8 @@ class _Layout:
     def learn(self, image: Image) -> str:
         """A fresh graph node for ``image``; plain ids, since graphviz reads ``:`` in a name as a port."""
         node_id = f"n{len(set(self.ids.values()))}"
-        for name in (image.node_name, image.file, image.name):
-            if name:
-                self.ids.setdefault(name, node_id)
+        for name in image.names:
+            self.ids.setdefault(name, node_id)
         return node_id
 
     def find(self, name: str | None) -> str | None:
@@ -95,7 +94,7 @@ def _draw_images(graph: graphviz.Digraph, layout: _Layout) -> None:
             fill, border, width = style.ACTIVE_FILL, style.ACTIVE_BORDER, "2.5"
         if image.file in added:
             fill, border, width = style.NEW_FILL, style.NEW, "2.5"
-        names = {image.node_name, image.file, image.name}
+        names = image.names
         touching = [job for job in chain.jobs if names & {job.source, job.target}]
         if touching and image.file not in added:
             border = style.job_colour(touching[0].type)

@@ -109,7 +109,7 @@ def image_label(
 
 def writers(image: Image, jobs: Sequence[JobInfo]) -> list[JobInfo]:
     """The started jobs that write into ``image`` (a preview's job has not opened anything yet)."""
-    names = {image.node_name, image.file, image.name} - {None}
+    names = image.names
     return [
         job
         for job in jobs
