@@ -82,7 +82,7 @@ def guest_accel(accel: str | None) -> str | None:
     PVM (``kvm_pvm``, found on nested cloud VMs) opens like KVM but runs only kernels built as PVM guests: a
     stock Debian kernel had not left its decompressor after a minute there, where TCG boots it in seven seconds.
     """
-    accel = accel or os.environ.get("QBLOCKNB_ACCEL")
+    accel = accel or os.environ.get("QBLOCKNB_ACCEL") or None
     if accel is None and kvm_usable() and Path("/sys/module/kvm_pvm").exists():
         return "tcg"
     return accel
@@ -413,7 +413,7 @@ class Guest:
                 f"{len(sums)} checksums came back for {writer.count} records",
                 "look at vm.guest.console_tail()",
             )
-        rows = self._rows
+        rows = list(self._rows)
         failed = [f"record {i} of round {r}" for _, kind, i, r in rows if kind == "F"]
         mismatches, checked = [], 0
         for record, rounds in self.point_in_time(time.time(), slack=0).items():
@@ -440,7 +440,7 @@ class Guest:
         last: dict[int, int | None] = dict.fromkeys(range(writer.count))
         started: dict[tuple[int, int], float] = {}
         finished: dict[tuple[int, int], float] = {}
-        for t, kind, record, round_ in self._rows:
+        for t, kind, record, round_ in list(self._rows):  # a copy: the reader thread appends meanwhile
             if kind == "S":
                 started[(record, round_)] = t
             elif kind == "W":
