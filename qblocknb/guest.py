@@ -248,7 +248,7 @@ class Guest:
         self.console = SerialLine(console)
         self.progress = SerialLine(progress, self._on_progress)
         self.boot_seconds: float | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # one command on the console at a time
         self._count = 0
         self._rows: list[tuple[float, str, int, int]] = []
         self._writer: _Writer | None = None
