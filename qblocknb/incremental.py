@@ -26,12 +26,24 @@ import pandas as pd
 from . import actions, bitmaps, images
 from .errors import Error, InputError
 from .sizes import human_size
+from .vocabulary import Outcome
 
 if TYPE_CHECKING:
     from .jobs import Job
     from .machine import Machine
 
-COLUMNS = ["number", "kind", "file", "outcome", "dirty_bytes", "copied_bytes", "stored_bytes", "duration_s", "job"]
+COLUMNS = [
+    "number",
+    "kind",
+    "file",
+    "outcome",
+    "detail",
+    "dirty_bytes",
+    "copied_bytes",
+    "stored_bytes",
+    "duration_s",
+    "job",
+]
 FAULT = {"event": "write_aio", "errno": 5}  # blkdebug: every data write to the target fails with EIO
 
 
@@ -42,14 +54,15 @@ class Backup:
     number: int
     kind: str  # "full" or "incremental"
     file: Path
-    outcome: str  # "completed" or "failed: ..."
+    outcome: Outcome  # completed or failed
+    detail: str  # why it failed
     dirty_bytes: int  # what the bitmap had recorded when the attempt began
     stored_bytes: int  # data clusters in this file itself (0 once a failed attempt's file is removed)
     job: Job | None
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "completed"
+        return self.outcome == Outcome.COMPLETED
 
 
 class IncrementalBackup:
@@ -96,6 +109,7 @@ class IncrementalBackup:
                 a.kind,
                 a.file.name,
                 a.outcome,
+                a.detail,
                 a.dirty_bytes,
                 a.job.offset if a.job else 0,
                 a.stored_bytes,
@@ -180,11 +194,11 @@ class IncrementalBackup:
         self.vm.blockdev_del(node_name=target)
         if failure is None:
             stored = sum(e["length"] for e in images.allocation_map(path) if e["data"] and e["depth"] == 0)
-            attempt = Backup(number, kind, path, "completed", dirty, stored, job)
+            attempt = Backup(number, kind, path, Outcome.COMPLETED, "", dirty, stored, job)
             self.attempts.append(attempt)
             return attempt
         path.unlink(missing_ok=True)
-        self.attempts.append(Backup(number, kind, path, f"failed: {failure.why or failure}", dirty, 0, job))
+        self.attempts.append(Backup(number, kind, path, Outcome.FAILED, failure.why or str(failure), dirty, 0, job))
         raise self._failure(kind, path, failure) from failure
 
     def _has_bitmap(self) -> bool:

@@ -22,6 +22,7 @@ from .errors import Error, JobError, Timeout
 from .jobstate import EVENT_COLUMNS, TIMELINE_COLUMNS, JobState, event_time
 from .listeners import Listeners
 from .sizes import parse_size
+from .vocabulary import Outcome
 
 POLL = 0.2
 SETTLE_TIMEOUT = 5.0  # how long pause and resume wait for QEMU to report the new status
@@ -86,7 +87,7 @@ class Job(JobState):
         ``qemu-io -U`` read on disk what the job wrote (``drive-*`` targets are closed, and so flushed, by QEMU).
         """
         self._wait_until(lambda: self.ended, timeout, "end")
-        if self.outcome == "failed":
+        if self.outcome == Outcome.FAILED:
             raise JobError(
                 f"job '{self.id}' ({self.command}) failed",
                 self.error or "QEMU reported an error",

@@ -6,8 +6,8 @@ sequences in a test and answer the same as on a live QEMU::
     >>> state = JobState("job0", "block-stream", {"device": "node-D"}, None, started=100.0)
     >>> for status in ("created", "running", "waiting", "pending", "concluded"):
     ...     state.apply_event({"event": "JOB_STATUS_CHANGE", "data": {"id": "job0", "status": status}}, now=101.0)
-    >>> state.status, state.outcome, state.ended_at - state.started
-    ('concluded', 'completed', 1.0)
+    >>> f"{state.status}, {state.outcome}", state.ended_at - state.started
+    ('concluded, completed', 1.0)
     >>> print(state.verb_refusal("pause"))
     cannot pause job 'job0': it has already ended (completed); look at job.events to see how, or start a new job.
 
@@ -23,7 +23,7 @@ import pandas as pd
 from .chain import Chain, JobInfo, RetiredImage
 from .errors import Error, JobError
 from .predict import predict
-from .vocabulary import ENDED, JOB_COMMANDS, VERB_STATES
+from .vocabulary import ENDED, JOB_COMMANDS, VERB_STATES, JobStatus, JobType, Outcome
 
 HINTS = {
     "complete": "complete is accepted only once the job is ready; wait with job.wait_ready()",
@@ -70,9 +70,9 @@ class JobState:
         self.arguments = dict(arguments)
         self.chain_before = chain_before
         self.source, self.target = source, target
-        self.status = "created"
+        self.status: JobStatus | str = JobStatus.CREATED
         self.ready = False
-        self.outcome: str | None = None  # "completed", "cancelled" or "failed"
+        self.outcome: Outcome | None = None
         self.error: str | None = None
         self.io_error: str | None = None
         self.offset = 0
@@ -98,7 +98,7 @@ class JobState:
     @property
     def progress(self) -> float:
         """Fraction done, 0..1 (1 once ended without error)."""
-        if self.ended and self.outcome == "completed":
+        if self.ended and self.outcome == Outcome.COMPLETED:
             return 1.0
         return self.offset / self.length if self.length else 0.0
 
@@ -124,20 +124,20 @@ class JobState:
         )
         self._progress_from(data)
         if name == "JOB_STATUS_CHANGE":
-            self.status = data["status"]
-            self.ready = self.ready or self.status == "ready"
+            self.status = JobStatus.of(data["status"])
+            self.ready = self.ready or self.status == JobStatus.READY
         elif name == "BLOCK_JOB_READY":
             self.ready = True
         elif name == "BLOCK_JOB_COMPLETED":
             self.error = data.get("error")
-            self.outcome = "failed" if self.error else "completed"
+            self.outcome = Outcome.FAILED if self.error else Outcome.COMPLETED
         elif name == "BLOCK_JOB_CANCELLED":
-            self.outcome = "cancelled"
+            self.outcome = Outcome.CANCELLED
         elif name == "BLOCK_JOB_ERROR":
             self.io_error = f"{data.get('operation')} error, action {data.get('action')}"
         if self.ended and self.ended_at is None:
             self.ended_at = now
-            self.outcome = self.outcome or "completed"
+            self.outcome = self.outcome or Outcome.COMPLETED
             last = {"status": self.status, "offset": self.offset, "len": self.length, "speed": self.speed}
             self._samples.append(self._row(now, {**last, "busy": False, "paused": False, "ready": self.ready}))
             self._samples[-1]["io-status"] = "ok"
@@ -209,7 +209,7 @@ class JobState:
         Only a job that completed removes images; a mirror or an active commit does so only when it pivoted
         (``complete``), not when it was cancelled after READY (which QEMU also reports as completed).
         """
-        if self.outcome != "completed" or self.chain_before is None or self.type == "backup":
+        if self.outcome != Outcome.COMPLETED or self.chain_before is None or self.type == JobType.BACKUP:
             return ()
         pivots = self.type == "mirror" or (
             self.type == "commit"

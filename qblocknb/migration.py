@@ -8,7 +8,7 @@ call, with the seed's command names, and is recorded::
     import qblocknb as qb
     dst = qb.launch_destination(lab, src)            # target-disk.qcow2 on contents-of-a-b-c.qcow2, -incoming
     m = qb.migrate_storage(src, dst)                 # or StorageMigration(src, dst) and its steps one by one
-    m.steps                                          # step, machine, command, started, duration_s, outcome
+    m.steps                                          # step, machine, command, started, duration_s, outcome, detail
     m.job.timeline, m.progress, m.timeline           # the mirror, the migration, and both on one clock
 
 NBD without TLS is unauthenticated: whoever reaches the port can read and
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 POLL = 0.05
 TLS_ID = "tls0"
-STEP_COLUMNS = ["step", "name", "machine", "command", "started", "duration_s", "outcome"]
+STEP_COLUMNS = ["step", "name", "machine", "command", "started", "duration_s", "outcome", "detail"]
 PROGRESS_COLUMNS = ["t", "status", "transferred", "remaining", "total", "mbps"]
 TIMELINE_COLUMNS = ["t", "activity", "status", "done", "total"]
 # (method, machine, seed command, what it does); run() calls them in this order.
@@ -294,7 +294,7 @@ class StorageMigration:
     @property
     def steps(self) -> pd.DataFrame:
         """One row per step run (a retried step appears again): number in the plan, name, machine, command,
-        started, duration_s, outcome."""
+        started, duration_s, outcome (running, ok or failed) and the failure's detail."""
         return pd.DataFrame(list(self._rows), columns=STEP_COLUMNS)
 
     @property
@@ -364,6 +364,7 @@ class StorageMigration:
             "started": pd.Timestamp.now(),
             "duration_s": float("nan"),
             "outcome": "running",
+            "detail": "",
         }
         self._rows.append(row)
         self._notify(row)
@@ -371,11 +372,11 @@ class StorageMigration:
         try:
             yield
         except Error as error:
-            row.update(duration_s=time.monotonic() - begun, outcome=f"failed: {error.why or error}")
+            row.update(duration_s=time.monotonic() - begun, outcome="failed", detail=error.why or str(error))
             self._notify(row)
             raise self._failure(method, command, machine, error.why or str(error), command) from error
         except BaseException as error:  # an interrupt or a bug: the row must not say "running" forever
-            row.update(duration_s=time.monotonic() - begun, outcome=f"failed: {type(error).__name__}")
+            row.update(duration_s=time.monotonic() - begun, outcome="failed", detail=type(error).__name__)
             self._notify(row)
             raise
         row.update(duration_s=time.monotonic() - begun, outcome="ok")

@@ -34,19 +34,26 @@ def steps_html(migration: StorageMigration) -> str:
     rows = migration.steps.to_dict("records")
     done = {row["command"] for row in rows}
     pending = [
-        {"step": "", "name": what, "machine": machine, "command": command, "duration_s": None, "outcome": ""}
+        {
+            "step": "",
+            "name": what,
+            "machine": machine,
+            "command": command,
+            "duration_s": None,
+            "outcome": "",
+            "detail": "",
+        }
         for method, machine, command, what in PLAN
         if command not in done and not (method == "export_target" and migration.export_command in done)
     ]
     lines = []
     for row in rows + pending:
-        mark, colour = MARKS[row["outcome"].split(":")[0]]
+        mark, colour = MARKS[row["outcome"]]
         seconds = "" if row["duration_s"] is None or pd.isna(row["duration_s"]) else f"{row['duration_s']:.2f} s"
-        detail = row["outcome"].partition(": ")[2]
         lines.append(
             f'<tr style="color:{colour}"><td>{mark}</td><td>{escape(row["machine"])}</td>'
             f"<td><code>{escape(row['command'])}</code></td><td>{escape(row['name'])}</td><td>{seconds}</td>"
-            f"<td>{escape(detail)}</td></tr>"
+            f"<td>{escape(row['detail'])}</td></tr>"
         )
     return f'<table class="qb-migration-steps">{"".join(lines)}</table>'
 
