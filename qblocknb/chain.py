@@ -212,12 +212,6 @@ class Chain:
     def __len__(self) -> int:
         return len(self.images)
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        """Jupyter shows a chain as its diagram (as text, with the install line, when graphviz is missing)."""
-        from .render import mimebundle  # the model does not need graphviz until it is displayed
-
-        return mimebundle(self, include=include, exclude=exclude)
-
     def __iter__(self):
         return iter(self.images)
 

@@ -5,8 +5,18 @@ graphviz's ``dot``; ``text`` needs nothing and is what a notebook shows when
 ``dot`` is missing, with the line that installs it.
 """
 
+from ..chain import Chain
 from .graph import render
 from .output import INSTALL_HINT, dot_available, mimebundle, png, save, svg
 from .text import text
+
+
+def _chain_mimebundle(chain: Chain, include=None, exclude=None) -> dict:
+    """Jupyter shows a chain as its diagram (as text, with the install line, when graphviz is missing)."""
+    return mimebundle(chain, include=include, exclude=exclude)
+
+
+# The model knows nothing of drawing; loading the renderer teaches chains to show themselves.
+Chain._repr_mimebundle_ = _chain_mimebundle
 
 __all__ = ["INSTALL_HINT", "dot_available", "mimebundle", "png", "render", "save", "svg", "text"]
