@@ -1,24 +1,26 @@
 """Toolkit vs raw ``qemu.qmp``, and monitoring on vs off, measured side by side in one run.
 
 Variants are interleaved round by round so that drift on a shared machine hits
-all of them alike; each table reports medians and the ratio to the baseline.
+all of them alike; each table reports medians, 99th percentiles (with a few dozen
+rounds, close to the slowest round) and the ratio to the baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 from qemu.qmp import EventListener, QMPClient
+from stats import median, p99
 
 import qblocknb as qb
 import qblocknb.process
 
 ROUNDS = 15
+WORKFLOW_ROUNDS = 30
 SNAPSHOTS = [("node-A", "b.qcow2", "node-B"), ("node-B", "c.qcow2", "node-C"), ("node-C", "d.qcow2", "node-D")]
 
 
@@ -91,7 +93,7 @@ def bench_workflow(root: Path) -> list[dict]:
         "qblocknb, monitoring off": [],
     }
     with qb.Lab(root / "workflow") as lab:
-        for _ in range(ROUNDS):
+        for _ in range(WORKFLOW_ROUNDS):
             for variant in results:
                 _fresh_base(lab)
                 if variant == "raw qemu.qmp":
@@ -128,16 +130,17 @@ def bench_monitoring(root: Path, size_mb: int = 256) -> list[dict]:
 
 
 def _table(results: dict[str, list[tuple[float, int]]], baseline: str) -> list[dict]:
-    base_time = statistics.median(t for t, _ in results[baseline])
-    base_mem = statistics.median(m for _, m in results[baseline])
+    base_time = median([t for t, _ in results[baseline]])
+    base_mem = median([m for _, m in results[baseline]])
     rows = []
     for variant, samples in results.items():
-        median_time = statistics.median(t for t, _ in samples)
-        median_mem = statistics.median(m for _, m in samples)
+        median_time = median([t for t, _ in samples])
+        median_mem = median([m for _, m in samples])
         rows.append(
             {
                 "variant": variant,
                 "median ms": round(median_time * 1000, 1),
+                "p99 ms": round(p99([t for t, _ in samples]) * 1000, 1),
                 "time ratio": round(median_time / base_time, 2),
                 "Python peak KiB": round(median_mem / 1024),
                 "memory ratio": round(median_mem / base_mem, 2),
