@@ -37,12 +37,30 @@ READY_CHOICES = {
 TIMELINE_COLUMNS = ["t", "status", "offset", "len", "speed", "busy", "paused", "ready", "io-status"]
 EVENT_COLUMNS = ["time", "event", "status", "offset", "len", "speed", "error", "data"]
 IDLE_ROW_GAP = 1.0  # seconds between unchanged timeline rows of a job that sits still
+MAX_ROWS = 10_000  # a job's timeline past this is thinned: a day-long job costs what a few minutes do
 IDLE_STATUSES = {"ready", "standby", "paused"}
 
 
 def _same_state(row: dict, other: dict) -> bool:
     """Two timeline rows that differ in nothing but their time."""
     return all(row[column] == other[column] for column in TIMELINE_COLUMNS[1:])
+
+
+def thinned(rows: list[dict], grain: float) -> list[dict]:
+    """One row per ``grain`` seconds, plus the first row, the last and every row where the status changed.
+
+    The timeline is thinned this way, with a coarser grain each time, whenever it reaches ``MAX_ROWS``: the
+    whole run stays there at an even grain, and the memory a timeline takes stays bounded.
+
+    >>> rows = [{"t": t, "status": "running" if t < 5 else "ready"} for t in range(8)]
+    >>> [row["t"] for row in thinned(rows, grain=2.0)]
+    [0, 2, 4, 5, 6, 7]
+    """
+    kept = rows[:1]
+    for row in rows[1:-1]:
+        if row["status"] != kept[-1]["status"] or row["t"] // grain != kept[-1]["t"] // grain:
+            kept.append(row)
+    return kept + rows[-1:] if len(rows) > 1 else kept
 
 
 def event_time(event: dict) -> float:
@@ -87,6 +105,7 @@ class JobState:
         self.finalize_expected = arguments.get("auto-finalize", True) is False
         self._events: list[dict] = []
         self._samples: list[dict] = []
+        self._grain = 0.02  # seconds per timeline row once thinned; doubles when thinning at it is not enough
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.type} {self.status} {self.progress:.0%}>"
@@ -159,6 +178,11 @@ class JobState:
         self._progress_from(info)
         self.speed = info.get("speed", self.speed)
         self._samples.append(row)
+        if len(self._samples) > MAX_ROWS:  # thin to half, at the finest grain that gets there
+            self._samples = thinned(self._samples, self._grain)
+            while len(self._samples) > MAX_ROWS // 2:
+                self._grain *= 2
+                self._samples = thinned(self._samples, self._grain)
         return True
 
     def _progress_from(self, data: dict) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qblocknb.chain import Chain, Image
-from qblocknb.jobstate import JobState
+from qblocknb.jobstate import MAX_ROWS, JobState
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "job-events.json").read_text())
 COMMANDS = {
@@ -124,3 +124,16 @@ def test_samples_keep_time_order_and_an_idle_job_adds_a_row_a_second():
     assert state.apply_sample({**ready, "io-status": "ok"}, at=2.1)
     assert not state.apply_sample({**ready, "io-status": "ok"}, at=0.5), "older than the last row"
     assert list(state.timeline["t"]) == [1.0, 2.1]
+
+
+def test_a_long_running_jobs_timeline_stays_bounded():
+    """Sampled every 20 ms, an hour is 180,000 rows: the timeline thins its older half instead of growing."""
+    state = JobState("job0", "block-stream", {"device": "node-D"}, None, started=0.0)
+    for number in range(180_000):
+        info = {"status": "running", "offset": number, "len": 180_000, "speed": 0, "busy": True, "paused": False}
+        state.apply_sample({**info, "ready": False, "io-status": "ok"}, at=number * 0.02)
+    timeline = state.timeline
+    assert len(timeline) <= MAX_ROWS
+    assert timeline["t"].is_monotonic_increasing and timeline["offset"].is_monotonic_increasing
+    assert timeline["t"].iloc[0] == 0.0 and timeline["offset"].iloc[-1] == 179_999, "start and end are kept"
+    assert timeline["t"].diff().max() < 60, "the whole hour is still there, at a coarser grain"
