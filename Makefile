@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SYSTEM_PACKAGES := qemu-system-x86 qemu-utils graphviz
+# The tiny guest OS (notebook 08, tests/test_guest.py): Debian's kernel and busybox; where a distribution has
+# no such package (Ubuntu names its kernel otherwise, and keeps it root-only) the guest says so when used.
+GUEST_PACKAGES := linux-image-amd64 busybox-static
 TEST_SYSTEM_PACKAGES := $(SYSTEM_PACKAGES) chromium iproute2 openssl
 
 .PHONY: demo test lab lint bench system test-system libvirt clean
@@ -27,6 +30,7 @@ bench: system $(VENV)/.installed
 
 system:
 	@tools/system-packages.sh $(SYSTEM_PACKAGES)
+	@tools/system-packages.sh --optional $(GUEST_PACKAGES)
 
 # libvirtd and libvirt-python for tests/test_libvirt.py: set up as root; otherwise those tests say how and skip.
 libvirt: $(VENV)/.installed
@@ -35,6 +39,7 @@ libvirt: $(VENV)/.installed
 
 test-system:
 	@tools/system-packages.sh $(TEST_SYSTEM_PACKAGES)
+	@tools/system-packages.sh --optional $(GUEST_PACKAGES)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

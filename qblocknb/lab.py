@@ -182,7 +182,6 @@ class Lab:
             process.terminate()
             raise
         machine = Machine(session, process, cwd=self.path, device="virtio0")
-        machine.guest = None
         self.machines.append(machine)
         if guest:
             machine.guest = Guest(gone, *serial, console_log, started)

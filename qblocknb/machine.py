@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
@@ -51,6 +51,9 @@ class Checked(NamedTuple):
     after: Chain
 
 
+if TYPE_CHECKING:
+    from .guest import Guest
+
 SIZE_ARGUMENTS = {"speed", "buf-size", "granularity"}
 
 
@@ -65,6 +68,7 @@ class Machine:
         self.cwd = cwd
         self._device = device
         self.guest_io = GuestIO(self)
+        self.guest: Guest | None = None  # a booted guest OS (lab.launch(..., guest=True)), else none
         self.state = BlockState(session)
         self.schema = Schema(session)
         self.registry = JobRegistry(session, self._new_job)
