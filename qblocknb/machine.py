@@ -9,47 +9,34 @@ transport and ``qblocknb.jobs`` for what a Job can do.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import images
 from .blockstate import BlockState
 from .chain import (
-    PROTOCOL_DRIVERS,
     Chain,
-    Image,
     RetiredImage,
     device_id,
-    disk_names,
     disks,
-    image_from_node,
     pick_disk,
 )
+from .chainreader import ChainReader, Checked
 from .errors import Error, QEMUGone
 from .guestio import GuestIO
 from .jobregistry import JobRegistry
 from .jobs import Job
 from .listeners import Listeners
-from .nbd import nbd_uri
-from .predict import SNAPSHOT, job_ends, predict
+from .predict import SNAPSHOT, job_ends
 from .process import QemuProcess
 from .qmpshell import parse_line
 from .schema import Schema
 from .session import Session
 from .sizes import parse_size
 from .vocabulary import JOB_COMMANDS, VERB_COMMANDS
-
-
-class Checked(NamedTuple):
-    """A command's pre-flight: the chain it was checked against, and the chain it will leave."""
-
-    chain: Chain
-    after: Chain
-
 
 if TYPE_CHECKING:
     from .guest import Guest
@@ -72,6 +59,7 @@ class Machine:
         self.state = BlockState(session)
         self.schema = Schema(session)
         self.registry = JobRegistry(session, self._new_job)
+        self.reader = ChainReader(self.state, self.registry)
         self.listeners = Listeners()  # each QMP event as a dict, on the session thread
         session.listeners.register(self._on_event)
 
@@ -222,15 +210,8 @@ class Machine:
         return job
 
     def _check_against_chain(self, command: str, arguments: dict) -> Checked:
-        """Refuse, before sending, what the current chain shows cannot work; the chain, and the one to expect."""
-        name = arguments.get("device") or arguments.get("node-name") or arguments.get("top-node")
-        expected = self.state.expected()
-        if expected is not None and (name is None or expected.find(name) is not None or name == expected.device):
-            chain = expected
-        else:
-            chain = self.chain_of(name)
         running = {job.id for job in self.registry.active()}
-        return Checked(chain, predict(chain, command, arguments, running_jobs=running, cwd=self.cwd).after)
+        return self.reader.check(command, arguments, self._device, running, self.cwd)
 
     def _new_job(self, job_id: str, command: str, arguments: dict, chain: Chain | None, *ends: str | None) -> Job:
         """A Job that sends through this machine and knows when it is gone."""
@@ -289,33 +270,11 @@ class Machine:
     # -- chain ------------------------------------------------------------------------------
     def chain(self, device: str | None = None) -> Chain:
         """The current backing chain of ``device`` (default ``vm.device``), with jobs and retired images."""
-        blocks, nodes = self.state.read()
-        return self._annotated(Chain.from_qmp(blocks, nodes, device or self._device), nodes)
+        return self.reader.chain(device or self._device)
 
     def chain_of(self, name: str | None) -> Chain:
-        """The chain that holds ``name`` (a node, file or disk), so that a command finds its own disk.
-
-        With several disks and no ``vm.device`` set, the disk is the one whose chain has ``name``; otherwise
-        the chain of ``vm.device``, where a missing ``name`` is then reported with the valid ones.
-        """
-        blocks, nodes = self.state.read()
-        if self._device is None and name and len(disks(blocks)) > 1:
-            for entry in disks(blocks):
-                chain = Chain.from_qmp(blocks, nodes, device_id(entry))
-                if name in disk_names(entry) or chain.find(name) is not None:
-                    return self._annotated(chain, nodes)
-        return self._annotated(Chain.from_qmp(blocks, nodes, self._device), nodes)
-
-    def _annotated(self, chain: Chain, nodes: list[dict]) -> Chain:
-        """The chain with the jobs running on it, their targets, and the retired images."""
-        by_name = {node["node-name"]: node for node in nodes}
-        active = self.registry.active()
-        if active:  # the drawing shows progress as of now, not as of the sampler's last round
-            self.registry.sample_now()
-        targets = tuple(
-            _target_image(job.target, by_name) for job in active if job.target and chain.find(job.target) is None
-        )
-        return chain.with_extras(jobs=tuple(job.info() for job in active), targets=targets, retired=tuple(self.retired))
+        """The chain that holds ``name`` (a node, file or disk), so that a command finds its own disk."""
+        return self.reader.chain_of(name, self._device)
 
     # -- guest I/O and verification ---------------------------------------------------------
     def write(self, device: str | None, offset: int | str, length: int | str, pattern: int = 0xCD) -> None:
@@ -329,11 +288,6 @@ class Machine:
     def flush(self) -> None:
         """Make the files on disk tell the truth for readers outside QEMU; see ``GuestIO.flush``."""
         self.guest_io.flush()
-
-    def flush_node(self, node: str) -> None:
-        """Flush one node's caches to its file (HMP ``qemu-io NODE "flush"``); a node already closed is skipped."""
-        if node in {n["node-name"] for n in self.query("query-named-block-nodes", {"flat": True})}:
-            self.query("human-monitor-command", {"command-line": f'qemu-io {node} "flush"'})
 
     def verify(self, expected: list[tuple[int | str, int | str, int]], image: str | Path | None = None) -> bool:
         """Check that each ``(offset, length, pattern)`` reads back as the guest sees it (or from ``image``)."""
@@ -361,15 +315,3 @@ class Machine:
         self.session.close()
         if self.process is not None and not self.process.wait_exit(timeout):
             self.process.terminate()
-
-
-def _target_image(target: str, nodes: dict[str, dict]) -> Image:
-    """A job target outside the chain, as an Image: its node, the unnamed node QEMU opened for it, or just the name."""
-    if target in nodes:
-        return image_from_node(nodes[target])
-    wanted = nbd_uri(target)
-    opened = [n for n in nodes.values() if nbd_uri(n["file"]) == wanted and n.get("drv") not in PROTOCOL_DRIVERS]
-    if opened:  # drive-mirror and drive-backup open their target, under an automatic '#block' name unless given one
-        image = image_from_node(opened[0])
-        return replace(image, node_name=None) if opened[0]["node-name"].startswith("#") else image
-    return Image(file=target, format="?", virtual_size=0)
