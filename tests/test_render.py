@@ -278,3 +278,14 @@ def test_a_real_mirror_into_an_nbd_export_labels_its_target_by_the_job(seed_vm, 
     destination.flush()
     assert lab.compare("d.qcow2", "target-disk.qcow2")
     assert destination.verify(expected_view("ABCD"))
+
+
+def test_a_thousand_image_chain_with_a_running_job_draws():
+    """dot 2.43 crashed on a long labelled job arrow across 1,000 images; long chains label it outside."""
+    images = tuple(
+        Image(f"i{k}.qcow2", "qcow2", 1 << 20, node_name=f"n{k}", backing_file=f"i{k - 1}.qcow2" if k else None)
+        for k in range(1000)
+    )
+    chain = Chain(images, device="virtio0", jobs=(JobInfo("job0", "stream", "running", 1, 4, "n0", "n999"),))
+    drawing = svg(chain)
+    assert "i999.qcow2" in drawing and "job0" in drawing

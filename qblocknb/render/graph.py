@@ -164,6 +164,9 @@ def _draw_target(graph: graphviz.Digraph, layout: _Layout, image: Image) -> str:
     return node_id
 
 
+LONG_CHAIN = 100  # images; see _draw_job
+
+
 def _draw_job(graph: graphviz.Digraph, layout: _Layout, job: JobInfo) -> None:
     """An arrow from where the job reads to where it writes, labelled with its id, type, status and progress."""
     colour = style.job_colour(job.type)
@@ -173,11 +176,14 @@ def _draw_job(graph: graphviz.Digraph, layout: _Layout, job: JobInfo) -> None:
     if source is None or target is None:
         return
     outside = layout.chain.find(job.target or "") is None
+    # A label on a long non-constraining edge makes dot (2.43) spend seconds and, past ~800 images, crash:
+    # on long chains the caption is an external label instead.
+    caption = "xlabel" if len(layout.chain) > LONG_CHAIN else "label"
     graph.edge(
         source,
         target,
         id=svg_id("job", job.id),
-        label=job_caption(job),
+        **{caption: job_caption(job)},
         color=colour,
         fontcolor=colour,
         penwidth="2.5",
