@@ -91,10 +91,20 @@ def hmp_verdict(vm: qb.Machine) -> str:
 
 
 def backup_target_after_stop(lab: qb.Lab, vm: qb.Machine) -> str:
-    """A finished blockdev-backup's target, read by ``qemu-io -U`` after QMP ``stop`` and nothing else."""
+    """A finished blockdev-backup's target, read by ``qemu-io -U`` after QMP ``stop`` and nothing else.
+
+    The disk's first node has become a backing node through a snapshot first: that is when 10.0's ``stop``
+    was seen to leave the target's metadata unwritten. The backup is sent raw (``vm.send``), so the toolkit's
+    own flush at the job's end does not hide what QEMU does.
+    """
+    vm.blockdev_snapshot_sync(node_name="node-A", snapshot_file=str(lab.file("b.qcow2")), snapshot_node_name="node-B")
     images.create(lab.file("e.qcow2"), "8M")
     vm.blockdev_add(driver="qcow2", node_name="target", file={"driver": "file", "filename": str(lab.file("e.qcow2"))})
-    vm.blockdev_backup(device="node-A", target="target", sync="full", job_id="b0").wait(timeout=60)
+    job = vm.expect_job("blockdev-backup", {"device": "node-B", "target": "target", "sync": "full", "job-id": "b0"})
+    vm.send("blockdev-backup", job.arguments)
+    deadline = time.monotonic() + 60
+    while not job.ended and time.monotonic() < deadline:
+        time.sleep(0.01)
     vm.query("stop")
     after_stop = lab.read_matches("e.qcow2", 0, "1M", 0xA1)
     vm.flush()
