@@ -154,7 +154,9 @@ def main() -> None:
             "a `query-block-jobs`, on an 8 MiB-filled 64 MiB base (QEMU start-up not timed), "
             f"{core.WORKFLOW_ROUNDS} interleaved rounds. The toolkit also reads the chain before the job "
             "(pre-flight checks, now cached between commands by `BlockState`) and records every command; "
-            "`Python peak KiB` is tracemalloc's peak over the timed part. The difference is those pre-flight reads "
+            "every third round measures `Python peak KiB` (tracemalloc's peak) instead of time, since tracing "
+            "slows every allocation and would charge the side running more Python with the tracer's time. "
+            "The difference is those pre-flight reads "
             "and checks and the hop to the background loop thread that lets a notebook cell block while events "
             "flow (see the round trip above); the price of refusing bad arguments with a sentence before QEMU "
             "sees them.",
