@@ -7,6 +7,11 @@ line of text stands in its place (an empty image shows as a broken icon).
 A button is enabled only in the states where QEMU accepts its verb
 (``qblocknb.jobs.VERB_STATES``); a disabled one loses its colour, so that it
 does not look clickable.
+
+``JobMonitor(job, writer=vm.guest)`` also plots the guest's own writes (its
+writer's ``bytes_written``) under the job's progress, on the same time axis; a
+``writer`` may be a ``Guest``, a frame like ``guest.writer_progress``, or a
+function returning one.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from html import escape
+from typing import Any
 
 import ipywidgets as widgets
+import pandas as pd
 
 from ..errors import Error
 from ..jobs import Job
@@ -52,11 +60,29 @@ def allowed_verbs(job: Job) -> dict[str, bool]:
     }
 
 
-class JobMonitor(widgets.VBox):
-    """Progress bar, status, bytes, rate, speed slider, verb buttons and a live progress plot of one job."""
+def writer_source(writer: Any) -> Callable[[], pd.DataFrame] | None:
+    """A function returning the guest writer's progress frame, from a Guest, a frame or such a function."""
+    if writer is None:
+        return None
+    if isinstance(writer, pd.DataFrame):
+        return lambda: writer
+    if hasattr(writer, "writer_progress"):  # a qblocknb.guest.Guest: read afresh at each drawing
+        return lambda: writer.writer_progress
+    if callable(writer):
+        return writer
+    raise TypeError(f"writer must be a Guest, a DataFrame or a function returning one, not {type(writer).__name__}")
 
-    def __init__(self, job: Job, plot: bool = True, plot_interval: float = 1.0) -> None:
+
+class JobMonitor(widgets.VBox):
+    """Progress bar, status, bytes, rate, speed slider, verb buttons and a live progress plot of one job.
+
+    With ``writer`` (a ``Guest``, its ``writer_progress`` frame, or a function returning that frame) the plot
+    has a third panel: the guest's writes on the job's time axis.
+    """
+
+    def __init__(self, job: Job, plot: bool = True, plot_interval: float = 1.0, writer: Any = None) -> None:
         self.job = job
+        self.writer = writer_source(writer)
         flow = f"{job.source or '?'} → {job.target or '?'}"
         self.title = widgets.HTML(f"<b>{escape(job.id)}</b> · {escape(job.type)} ({escape(job.command)}) · {flow}")
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="320px"))
@@ -95,7 +121,7 @@ class JobMonitor(widgets.VBox):
         self._plotter = (
             Refresher(
                 self.draw_plot,
-                signature=lambda: (job.status, job.offset, job.length),
+                signature=self._plot_signature,
                 finished=lambda: job.ended,
                 interval=plot_interval,
                 gap=plot_interval,
@@ -163,9 +189,21 @@ class JobMonitor(widgets.VBox):
             return
         self.update()
 
+    def _plot_signature(self) -> tuple:
+        """What changes the plot: the job's state, and with a writer the guest's writes (also while READY)."""
+        job = self.job
+        writes = len(self.writer()) if self.writer is not None else 0
+        return (job.status, job.offset, job.length, writes)
+
+    def figure(self):
+        """The progress plot as a matplotlib Figure: progress and throughput, and the guest's writes if given."""
+        if self.writer is None:
+            return plot_timeline(self.job, panels=("progress", "throughput"), figsize=(6.4, 2.8))
+        return plot_timeline(self.job, panels=("progress", "throughput"), figsize=(6.4, 3.8), writer=self.writer())
+
     def draw_plot(self) -> None:
         """Draw the progress plot now (the monitor's thread does so about once a second) and show it."""
-        figure = plot_timeline(self.job, panels=("progress", "throughput"), figsize=(6.4, 2.8))
+        figure = self.figure()
         self.plot.value = figure_png(figure, dpi=72)
         self.plot.layout.display = None
         self.plot_note.layout.display = "none"
