@@ -17,7 +17,7 @@ from qemu.qmp import EventListener, QMPClient
 from stats import median, p99
 
 import qblocknb as qb
-import qblocknb.process
+from qblocknb.live import process as qemu_process
 
 ROUNDS = 15
 WORKFLOW_ROUNDS = 30
@@ -60,8 +60,8 @@ def run_raw(lab: qb.Lab, traced: bool) -> tuple[float | None, int | None]:
     """Start QEMU and connect outside the timing, as the toolkit variants do, then time the workflow."""
     socket = lab.path / "raw.sock"
     socket.unlink(missing_ok=True)
-    args = qb.process.command_line(lab.file("a.qcow2"), "node-A", "qcow2", socket, None, None)
-    process = qb.process.QemuProcess(args, cwd=lab.path, log_stem=lab.path / "raw")
+    args = qemu_process.command_line(lab.file("a.qcow2"), "node-A", "qcow2", socket, None, None)
+    process = qemu_process.QemuProcess(args, cwd=lab.path, log_stem=lab.path / "raw")
     loop = asyncio.new_event_loop()
     client = QMPClient("raw")
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from stats import median, p99
 
 import qblocknb as qb
-from qblocknb.jobstate import event_time
+from qblocknb.model.jobstate import event_time
 from qblocknb.widgets import JobMonitor
 
 JOBS = 1000

@@ -20,10 +20,10 @@ from pathlib import Path
 from stats import median, p99
 
 import qblocknb as qb
-from qblocknb.chain import Bitmap, Chain, Image, JobInfo, RetiredImage
 from qblocknb.errors import ToolError
+from qblocknb.model.chain import Bitmap, Chain, Image, JobInfo, RetiredImage
 from qblocknb.render import png, render, svg, text
-from qblocknb.seedchain import build_seed_chain
+from qblocknb.teaching.seedchain import build_seed_chain
 
 SIZES = (4, 50, 200, 1000)
 ROUNDS = 7

@@ -27,7 +27,7 @@ from qemu.qmp import QMPClient
 from stats import median, p99
 
 import qblocknb as qb
-import qblocknb.process
+from qblocknb.live import process as qemu_process
 
 CALLS = 3000
 BLOCK = 100
@@ -42,8 +42,8 @@ class BareClient:
         lab.create(f"{name}.qcow2", size="16M")
         socket = lab.path / f"{name}.sock"
         socket.unlink(missing_ok=True)
-        args = qb.process.command_line(lab.file(f"{name}.qcow2"), "node-A", "qcow2", socket, None, None)
-        self.process = qb.process.QemuProcess(args, cwd=lab.path, log_stem=lab.path / name)
+        args = qemu_process.command_line(lab.file(f"{name}.qcow2"), "node-A", "qcow2", socket, None, None)
+        self.process = qemu_process.QemuProcess(args, cwd=lab.path, log_stem=lab.path / name)
         self.loop = asyncio.new_event_loop()
         self.thread = None
         if threaded:

@@ -23,7 +23,7 @@ import render as render_bench  # noqa: E402
 import roundtrip  # noqa: E402
 import timeline  # noqa: E402
 
-from qblocknb.process import kvm_usable  # noqa: E402
+from qblocknb.live.process import kvm_usable  # noqa: E402
 
 REPORT = HERE.parent / "docs" / "benchmarks.md"
 MADE_BY = "Made by `make bench`."

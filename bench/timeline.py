@@ -19,7 +19,7 @@ import tracemalloc
 from pathlib import Path
 
 import qblocknb as qb
-from qblocknb.jobstate import JobState
+from qblocknb.model.jobstate import JobState
 
 DATA_MB = 45
 SPEED = 1 << 20  # bytes per second: about DATA_MB seconds running

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import qblocknb as qb
-from qblocknb.plots import plot_timeline
-from qblocknb.predict import predict
+from qblocknb.model.predict import predict
 from qblocknb.render import save as save_diagram
-from qblocknb.seedchain import build_seed_chain, expected_view
+from qblocknb.teaching.seedchain import build_seed_chain, expected_view
+from qblocknb.widgets.plots import plot_timeline
 
 IMAGES = Path(__file__).resolve().parent / "img"
 

@@ -19,24 +19,28 @@ they are imported on first use: ``qb.widgets.Dashboard(vm)``, ``qb.plot_timeline
 import importlib
 from typing import Any
 
-from . import actions, bitmaps, incremental, tls
-from .actions import run as transaction
-from .chain import Bitmap, Chain, ChainDiff, Image, JobInfo, RetiredImage
-from .errors import CommandError, Error, InputError, JobError, QEMUGone, Timeout, ToolError, UnknownCommand
-from .incremental import Backup, IncrementalBackup
-from .jobs import Job
-from .lab import Lab, connect
-from .machine import Machine
-from .migration import MigrationError, StorageMigration, launch_destination, migrate_storage
-from .predict import Prediction, predict
-from .render import render
+from qblocknb import moved
+from qblocknb.backup import actions, bitmaps, incremental
+from qblocknb.backup.actions import run as transaction
+from qblocknb.backup.incremental import Backup, IncrementalBackup
+from qblocknb.errors import CommandError, Error, InputError, JobError, QEMUGone, Timeout, ToolError, UnknownCommand
+from qblocknb.live.attach import connect
+from qblocknb.live.jobs import Job
+from qblocknb.live.lab import Lab
+from qblocknb.live.machine import Machine
+from qblocknb.migration import tls
+from qblocknb.migration.flow import MigrationError, StorageMigration, launch_destination, migrate_storage
+from qblocknb.model.chain import Bitmap, Chain, ChainDiff, Image, JobInfo, RetiredImage
+from qblocknb.model.predict import Prediction, predict
+from qblocknb.render import render
 
 _LAZY = {
     "widgets": ("qblocknb.widgets", None),
-    "plot_timeline": ("qblocknb.plots", "plot_timeline"),
-    "MigrationView": ("qblocknb.migrationview", "MigrationView"),
-    "connect_libvirt": ("qblocknb.libvirt", "connect_libvirt"),  # libvirt-python only when it is used
+    "plot_timeline": ("qblocknb.widgets.plots", "plot_timeline"),
+    "MigrationView": ("qblocknb.widgets.migrationview", "MigrationView"),
+    "connect_libvirt": ("qblocknb.live.attach", "connect_libvirt"),
 }
+moved.install()  # code that imports qblocknb.seedchain, qblocknb.machine, ... (the old paths) keeps working
 
 
 def __getattr__(name: str) -> Any:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .chain import Chain
-from .errors import Error
+from qblocknb.errors import Error
+from qblocknb.live.images import chain_from_image
+from qblocknb.model.chain import Chain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,10 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            from .demo import run_demo
+            from qblocknb.teaching.demo import run_demo
 
             return 0 if run_demo() else 1
-        print_chain(Chain.from_image(args.image), args.long)
+        print_chain(chain_from_image(args.image), args.long)
         return 0
     except Error as error:
         print(f"qblocknb: {error}", file=sys.stderr)
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 def print_chain(chain: Chain, long: bool) -> None:
     print(chain)
     if long:
-        from .sizes import human_size
+        from qblocknb.model.sizes import human_size
 
         for image in reversed(chain.images):
             allocated = human_size(image.allocated_size) if image.allocated_size is not None else "?"

@@ -29,10 +29,10 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from .errors import Error, InputError, QEMUGone, Timeout
-from .guestimage import BootFiles
-from .process import kvm_usable
-from .sizes import human_size, parse_size
+from qblocknb.errors import Error, InputError, QEMUGone, Timeout
+from qblocknb.guestimage import BootFiles
+from qblocknb.live.process import kvm_usable
+from qblocknb.model.sizes import human_size, parse_size
 
 BOOT_TIMEOUT = 120.0  # TCG boots a Debian kernel in seconds on a desktop, far slower on a loaded CI runner
 CONNECT_TIMEOUT = 10.0

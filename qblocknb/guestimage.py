@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Error
+from qblocknb.errors import Error
 
 BUSYBOX = Path("/bin/busybox")
 BOOT = Path("/boot")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import qblocknb as qb
-from qblocknb.seedchain import build_seed_chain, expected_view
+from qblocknb.teaching.seedchain import build_seed_chain, expected_view
 
 
 def qemu_pids_under(folder: Path) -> list[int]:

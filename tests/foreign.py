@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qblocknb.process import accel_args
+from qblocknb.live.process import accel_args
 
 
 def _blockdev(options: dict) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import qblocknb as qb
-from qblocknb.seedchain import expected_view
+from qblocknb.teaching.seedchain import expected_view
 
 SEED = "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
 

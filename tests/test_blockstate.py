@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import qblocknb as qb
-from qblocknb import blockstate
-from qblocknb.seedchain import expected_view
+from qblocknb.live import blockstate
+from qblocknb.teaching.seedchain import expected_view
 
 SEED = "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
 

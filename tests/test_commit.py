@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qblocknb.seedchain import expected_view
+from qblocknb.teaching.seedchain import expected_view
 
 CASES = [
     # (seed case, arguments, resulting chain, base image and the point in time it must now hold)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import qblocknb as qb
-from qblocknb.process import command_line
+from qblocknb.live.process import command_line
 
 
 def assert_usable(vm: qb.Machine) -> None:

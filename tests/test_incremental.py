@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 import qblocknb as qb
-from qblocknb import actions, bitmaps
-from qblocknb.incremental import FAULT, IncrementalBackup
+from qblocknb.backup import actions, bitmaps
+from qblocknb.backup.incremental import FAULT, IncrementalBackup
 
 KiB, MiB = 1 << 10, 1 << 20
 CLUSTER = 64 * KiB

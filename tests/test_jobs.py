@@ -7,7 +7,7 @@ import time
 import pytest
 
 import qblocknb as qb
-from qblocknb.seedchain import expected_view
+from qblocknb.teaching.seedchain import expected_view
 
 
 def wait_for_status(job: qb.Job, status: str, timeout: float = 30) -> None:

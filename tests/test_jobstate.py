@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qblocknb.chain import Chain, Image
-from qblocknb.jobstate import MAX_ROWS, JobState
+from qblocknb.model.chain import Chain, Image
+from qblocknb.model.jobstate import MAX_ROWS, JobState
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "job-events.json").read_text())
 COMMANDS = {

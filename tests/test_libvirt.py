@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 import pytest
 
 import qblocknb as qb
-from qblocknb.libvirt import start_event_loop
+from qblocknb.qmp.libvirt import start_event_loop
 
 URI = "qemu:///system"
 DEVICE = "virtio-disk0"  # the <alias> libvirt gives the first virtio disk

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 import qblocknb as qb
-from qblocknb.migration import PLAN, StorageMigration, launch_destination, migrate_storage
-from qblocknb.seedchain import LAYERS, expected_view
-from qblocknb.tls import make_credentials
+from qblocknb.migration.flow import PLAN, StorageMigration, launch_destination, migrate_storage
+from qblocknb.migration.tls import make_credentials
+from qblocknb.teaching.seedchain import LAYERS, expected_view
 
 SEED = "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
 DESTINATION = "[contents-of-a-b-c.qcow2] <-- [target-disk.qcow2]"
@@ -236,7 +236,7 @@ def test_tls_refuses_plain_clients_and_carries_the_migration(lab, tmp_path: Path
 
 
 def test_view_draws_both_chains_and_every_step(lab):
-    from qblocknb.migrationview import MigrationView
+    from qblocknb.widgets.migrationview import MigrationView
 
     source = seed_source(lab)
     destination = launch_destination(lab, source)

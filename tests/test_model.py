@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import qblocknb as qb
-from qblocknb.chain import Chain, retire
-from qblocknb.checks import check_job
-from qblocknb.qmpshell import format_line, parse_line
-from qblocknb.sizes import human_size, parse_size
+from qblocknb.model.chain import Chain, retire
+from qblocknb.model.checks import check_job
+from qblocknb.model.qmpshell import format_line, parse_line
+from qblocknb.model.sizes import human_size, parse_size
 
 
 def node(name: str, file: str, backing: str | None = None, drv: str = "qcow2", **extra) -> dict:
@@ -169,7 +169,7 @@ def test_filter_nodes_are_known_targets_but_not_images():
 
 
 def test_json_file_names_show_the_file_inside():
-    from qblocknb.chain import display_name
+    from qblocknb.model.chain import display_name
 
     assert display_name('json:{"driver": "nbd", "export": "node-T", "server": {}}') == "node-T (nbd)"
     assert display_name("json:{not json") == "json:{not json"

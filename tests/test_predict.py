@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import qblocknb as qb
-from qblocknb.chain import Chain, Image
-from qblocknb.predict import predict
-from qblocknb.seedchain import expected_view
+from qblocknb.model.chain import Chain, Image
+from qblocknb.model.predict import predict
+from qblocknb.teaching.seedchain import expected_view
 
 MiB = 1 << 20
 

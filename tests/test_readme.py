@@ -8,7 +8,7 @@ from pathlib import Path
 from foreign import ForeignQemu, libvirt_style
 
 import qblocknb as qb
-from qblocknb import images
+from qblocknb.live import images
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 YOUR_VM = "/run/my-vm/qmp.sock"  # the README's own VM: here one started by hand, libvirt's way

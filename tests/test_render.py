@@ -9,11 +9,11 @@ from html import unescape
 import pytest
 
 import qblocknb as qb
-from qblocknb.chain import Bitmap, Chain, Image, JobInfo, RetiredImage
-from qblocknb.migration import StorageMigration, launch_destination
-from qblocknb.predict import PREVIEW_STATUS
+from qblocknb.migration.flow import StorageMigration, launch_destination
+from qblocknb.model.chain import Bitmap, Chain, Image, JobInfo, RetiredImage
+from qblocknb.model.predict import PREVIEW_STATUS
 from qblocknb.render import dot_available, png, render, save, style, svg, text
-from qblocknb.seedchain import expected_view
+from qblocknb.teaching.seedchain import expected_view
 
 MiB = 1 << 20
 

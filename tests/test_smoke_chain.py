@@ -1,4 +1,4 @@
-from qblocknb.seedchain import expected_view
+from qblocknb.teaching.seedchain import expected_view
 
 
 def test_seed_chain_is_built_live_with_distinct_layers(seed_vm, lab):

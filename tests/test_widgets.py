@@ -15,10 +15,10 @@ from html import unescape
 import pytest
 
 import qblocknb as qb
-from qblocknb.migration import StorageMigration, launch_destination
-from qblocknb.migrationview import MigrationView
-from qblocknb.seedchain import expected_view
+from qblocknb.migration.flow import StorageMigration, launch_destination
+from qblocknb.teaching.seedchain import expected_view
 from qblocknb.widgets import ChainView, Console, Dashboard, JobMonitor
+from qblocknb.widgets.migrationview import MigrationView
 
 SEED = "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
 

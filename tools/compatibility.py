@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import qblocknb as qb  # noqa: E402
-from qblocknb import images  # noqa: E402
+from qblocknb.live import images  # noqa: E402
 
 VERSIONS = {"7.2": None, "10.0": ROOT / "build/qemu/10.0/bin", "11.1": ROOT / "build/qemu/11.1/bin"}
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import qblocknb as qb  # noqa: E402
-from qblocknb.seedchain import build_seed_chain  # noqa: E402
+from qblocknb.teaching.seedchain import build_seed_chain  # noqa: E402
 
 OUT = ROOT / "tests" / "data" / "job-events.json"
 

@@ -5,10 +5,10 @@ graphviz's ``dot``; ``text`` needs nothing and is what a notebook shows when
 ``dot`` is missing, with the line that installs it.
 """
 
-from ..chain import Chain
-from .graph import render
-from .output import INSTALL_HINT, dot_available, mimebundle, png, save, svg
-from .text import text
+from qblocknb.model.chain import Chain
+from qblocknb.render.graph import render
+from qblocknb.render.output import INSTALL_HINT, dot_available, mimebundle, png, save, svg
+from qblocknb.render.text import text
 
 
 def _chain_mimebundle(chain: Chain, include=None, exclude=None) -> dict:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import graphviz
 
-from ..chain import Chain, ChainDiff, Image, JobInfo, RetiredImage, display_name
-from . import style
-from .labels import image_label, job_caption, retired_label, target_label, writers
+from qblocknb.model.chain import Chain, ChainDiff, Image, JobInfo, RetiredImage, display_name
+from qblocknb.render import style
+from qblocknb.render.labels import image_label, job_caption, retired_label, target_label, writers
 
 
 def svg_id(kind: str, name: str) -> str:

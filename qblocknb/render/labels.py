@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from ..chain import Bitmap, Image, JobInfo, RetiredImage, display_name
-from ..predict import PREVIEW_STATUS
-from ..sizes import human_size
-from . import style
+from qblocknb.model.chain import Bitmap, Image, JobInfo, RetiredImage, display_name
+from qblocknb.model.predict import PREVIEW_STATUS
+from qblocknb.model.sizes import human_size
+from qblocknb.render import style
 
 # What a target is to the job writing it, by the job's status.
 TARGET_STATES = {

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import graphviz
 
-from ..chain import Chain
-from ..errors import ToolError
-from .graph import render
-from .text import text
+from qblocknb.errors import ToolError
+from qblocknb.model.chain import Chain
+from qblocknb.render.graph import render
+from qblocknb.render.text import text
 
 INSTALL_HINT = "install graphviz with `sudo apt-get install graphviz` (or `conda install graphviz`) to see the diagram"
 FORMATS = ("svg", "png", "pdf", "dot")

@@ -7,7 +7,19 @@ orange "re-pointed".
 
 from __future__ import annotations
 
-from ..palette import BLUE, DARK_BLUE, DARK_YELLOW, ERROR, INK, JOB_COLOURS, MUTED, OK, ORANGE, OTHER_JOB, YELLOW
+from qblocknb.model.palette import (
+    BLUE,
+    DARK_BLUE,
+    DARK_YELLOW,
+    ERROR,
+    INK,
+    JOB_COLOURS,
+    MUTED,
+    OK,
+    ORANGE,
+    OTHER_JOB,
+    YELLOW,
+)
 
 __all__ = ["INK", "MUTED", "job_colour"]  # the diagram's own names below, and the palette's it shares
 

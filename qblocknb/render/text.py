@@ -14,8 +14,17 @@ jobs:
 
 from __future__ import annotations
 
-from ..chain import Chain
-from .labels import bitmap_text, details_text, flow_text, job_caption, sizes_known, sizes_text, target_text, writers
+from qblocknb.model.chain import Chain
+from qblocknb.render.labels import (
+    bitmap_text,
+    details_text,
+    flow_text,
+    job_caption,
+    sizes_known,
+    sizes_text,
+    target_text,
+    writers,
+)
 
 
 def text(chain: Chain, *, diff_from: Chain | None = None, show_retired: bool = True, title: str | None = None) -> str:

@@ -6,13 +6,13 @@ qmp-shell ``Console``.  Every widget changes only traits, so events arriving
 on the session's thread update them safely.
 """
 
-from .chainview import ChainView
-from .console import Console
-from .dashboard import Dashboard
-from .form import CommandForm
-from .forms import FORMS, BackupForm, CommitForm, MirrorForm, SnapshotForm, StreamForm
-from .jobmonitor import JobMonitor
-from .refresher import Refresher
+from qblocknb.widgets.chainview import ChainView
+from qblocknb.widgets.console import Console
+from qblocknb.widgets.dashboard import Dashboard
+from qblocknb.widgets.form import CommandForm
+from qblocknb.widgets.forms import FORMS, BackupForm, CommitForm, MirrorForm, SnapshotForm, StreamForm
+from qblocknb.widgets.jobmonitor import JobMonitor
+from qblocknb.widgets.refresher import Refresher
 
 __all__ = [
     "FORMS",

@@ -13,12 +13,12 @@ from html import escape
 
 import ipywidgets as widgets
 
-from ..chain import Chain
-from ..errors import Error
-from ..listeners import Listeners
-from ..palette import OK
-from .html import diagram_html, error_html
-from .refresher import Refresher
+from qblocknb.errors import Error
+from qblocknb.model.chain import Chain
+from qblocknb.model.listeners import Listeners
+from qblocknb.model.palette import OK
+from qblocknb.widgets.html import diagram_html, error_html
+from qblocknb.widgets.refresher import Refresher
 
 
 class ChainView(widgets.VBox):

@@ -17,9 +17,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..errors import Error
-from ..jobs import Job, event_time
-from ..palette import DARK_BLUE, ERROR, INK, MUTED, OK, PURPLE, SUBTLE
+from qblocknb.errors import Error
+from qblocknb.live.jobs import Job, event_time
+from qblocknb.model.palette import DARK_BLUE, ERROR, INK, MUTED, OK, PURPLE, SUBTLE
 
 TRANSCRIPT_STYLE = (
     "display:flex;flex-direction:column-reverse;max-height:360px;overflow-y:auto;"

@@ -11,12 +11,12 @@ import threading
 
 import ipywidgets as widgets
 
-from ..chain import Chain
-from ..jobs import Job
-from .chainview import ChainView
-from .console import Console
-from .forms import FORMS
-from .jobmonitor import JobMonitor
+from qblocknb.live.jobs import Job
+from qblocknb.model.chain import Chain
+from qblocknb.widgets.chainview import ChainView
+from qblocknb.widgets.console import Console
+from qblocknb.widgets.forms import FORMS
+from qblocknb.widgets.jobmonitor import JobMonitor
 
 HISTORY_ROWS = 15
 HISTORY_COLUMNS = ["time", "command", "arguments", "duration_s", "outcome", "error"]

@@ -17,15 +17,15 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..chain import Chain, Image
-from ..errors import Error, InputError
-from ..jobs import Job
-from ..listeners import Listeners
-from ..palette import OK
-from ..predict import Prediction, predict
-from ..qmpshell import format_json, format_line
-from ..sizes import parse_size
-from .html import code_html, diagram_html, error_html, note_html
+from qblocknb.errors import Error, InputError
+from qblocknb.live.jobs import Job
+from qblocknb.model.chain import Chain, Image
+from qblocknb.model.listeners import Listeners
+from qblocknb.model.palette import OK
+from qblocknb.model.predict import Prediction, predict
+from qblocknb.model.qmpshell import format_json, format_line
+from qblocknb.model.sizes import parse_size
+from qblocknb.widgets.html import code_html, diagram_html, error_html, note_html
 
 NONE = "(none)"
 

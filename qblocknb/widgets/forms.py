@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from string import ascii_lowercase
 
-from ..chain import Chain
-from ..checks import SYNC_MODES
-from ..errors import InputError
-from .form import NONE, CommandForm, dropdown, job_arguments, node_options, optional, text
+from qblocknb.errors import InputError
+from qblocknb.model.chain import Chain
+from qblocknb.model.checks import SYNC_MODES
+from qblocknb.widgets.form import NONE, CommandForm, dropdown, job_arguments, node_options, optional, text
 
 SAME_FORMAT = "(as the source)"
 

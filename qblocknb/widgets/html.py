@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from html import escape
 
-from ..chain import Chain
-from ..errors import ToolError
-from ..palette import ERROR, GREY
-from ..render import svg, text
+from qblocknb.errors import ToolError
+from qblocknb.model.chain import Chain
+from qblocknb.model.palette import ERROR, GREY
+from qblocknb.render import svg, text
 
 FIT_STYLE = "max-width:100%;height:auto"  # keeps the aspect ratio: graphviz writes a viewBox
 

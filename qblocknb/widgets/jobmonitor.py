@@ -26,14 +26,14 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from ..errors import Error
-from ..jobs import Job
-from ..palette import ERROR, INK, OUTCOME_COLOURS
-from ..plots import figure_png, plot_timeline
-from ..sizes import human_size
-from ..vocabulary import VERB_STATES
-from .html import error_html, note_html
-from .refresher import Refresher
+from qblocknb.errors import Error
+from qblocknb.live.jobs import Job
+from qblocknb.model.palette import ERROR, INK, OUTCOME_COLOURS
+from qblocknb.model.sizes import human_size
+from qblocknb.model.vocabulary import VERB_STATES
+from qblocknb.widgets.html import error_html, note_html
+from qblocknb.widgets.plots import figure_png, plot_timeline
+from qblocknb.widgets.refresher import Refresher
 
 VERBS = ("complete", "cancel", "pause", "resume")
 SPEEDS = (64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20)

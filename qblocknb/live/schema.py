@@ -1,0 +1,84 @@
+"""What a QEMU understands, asked of the QEMU itself: its commands, their arguments, and what it deprecates.
+
+Feature detection never looks at a version number: ``query-commands`` says which commands exist and
+``query-qmp-schema`` which arguments each takes and which it marks deprecated (``block-job-complete`` from
+10.1, for one). Both are asked once per QEMU, the schema only when something needs it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from qblocknb.errors import UnknownCommand
+from qblocknb.model.sizes import parse_size
+
+SIZE_ARGUMENTS = {"speed", "buf-size", "granularity"}
+
+
+class Schema:
+    """The command list and argument names of one QEMU."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._commands: set[str] | None = None
+        self._arguments: dict[str, set[str]] | None = None
+        self._deprecated: set[str] = set()
+
+    @property
+    def commands(self) -> set[str]:
+        """Every QMP command this QEMU knows (``query-commands``)."""
+        if self._commands is None:
+            self._commands = {c["name"] for c in self.session.execute("query-commands", record=False)}
+        return self._commands
+
+    @property
+    def known(self) -> set[str]:
+        """The commands, if they were asked for already; empty otherwise (for ``dir()``, which must not block)."""
+        return self._commands or set()
+
+    def arguments(self, command: str) -> set[str]:
+        """The argument names QEMU's schema lists for ``command``."""
+        if self._arguments is None:
+            schema = self.session.execute("query-qmp-schema", record=False)
+            types = {entry["name"]: entry for entry in schema}
+            self._arguments = {}
+            for entry in schema:
+                if entry.get("meta-type") == "command":
+                    members = types.get(entry.get("arg-type"), {}).get("members", [])
+                    self._arguments[entry["name"]] = {m["name"] for m in members}
+                    if "deprecated" in entry.get("features", []):
+                        self._deprecated.add(entry["name"])
+        return self._arguments.get(command, set())
+
+    def deprecated(self, command: str) -> bool:
+        self.arguments(command)
+        return command in self._deprecated
+
+    def arguments_for(self, command: str, arguments: dict | None, kwargs: dict) -> dict:
+        """The QMP arguments of a call: ``arguments`` as given, keywords renamed, sizes such as ``speed="4M"``
+        turned into bytes."""
+        merged = {**(arguments or {}), **self.qmp_arguments(command, kwargs)}
+        for key in SIZE_ARGUMENTS & merged.keys():
+            if isinstance(merged[key], str):
+                merged[key] = parse_size(merged[key])
+        return merged
+
+    def qmp_arguments(self, command: str, kwargs: dict) -> dict:
+        """Map Python keywords to QMP names: ``job_id`` -> ``job-id`` unless QEMU spells it with ``_``."""
+        if not kwargs:
+            return {}
+        # Only commands with legacy underscore names (block_set_io_throttle, ...) have underscore arguments;
+        # asking the schema just for them keeps the common path to a plain rename.
+        legacy = "_" in command and any("_" in key for key in kwargs)
+        known = self.arguments(command) if legacy else set()
+        return {key if key in known else key.replace("_", "-"): value for key, value in kwargs.items()}
+
+    def unknown(self, command: str) -> UnknownCommand:
+        """The error for a command QEMU does not have, with the nearest names it does have."""
+        close = difflib.get_close_matches(command, sorted(self.commands), n=3)
+        return UnknownCommand(
+            f"QEMU has no command '{command}'",
+            "query-commands does not list it",
+            f"did you mean {', '.join(close)}?" if close else "see vm.commands for the full list",
+        )

@@ -1,0 +1,168 @@
+"""A synchronous QMP session over ``qemu.qmp``, safe to use from a notebook.
+
+Calls block the caller, not the event loop: the QMPClient lives on the shared
+background loop (see ``qblocknb.loop``), events are handed to listeners as they
+arrive, and every call has a timeout.  A QEMU that dies turns into
+``QEMUGone`` at once instead of a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qemu.qmp import EventListener, ExecuteError, QMPClient
+from qemu.qmp.protocol import Runstate
+
+from qblocknb.errors import CommandError, Error, QEMUGone, Timeout
+from qblocknb.model.listeners import Listeners
+from qblocknb.qmp import loop
+from qblocknb.qmp.history import History
+
+Event = dict
+EventCallback = Callable[[Event], None]
+DEFAULT_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 15.0
+
+# qemu.qmp logs every lost connection as an error with a traceback; we report it as a sentence instead.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+
+class Session:
+    """One QMP connection: commands with timeouts, an event stream, a history."""
+
+    def __init__(
+        self,
+        socket_path: Path | str,
+        name: str = "qemu",
+        gone: Callable[[str], Error | None] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.socket_path = Path(socket_path)
+        self.where = str(self.socket_path)
+        self.name = name
+        self.timeout = timeout
+        self.history = History()
+        self.listeners = Listeners()  # each event as a dict, on the event thread
+        self._gone = gone or (lambda what: None)
+        self._client = QMPClient(name)
+        self._events = EventListener()
+        self._client.register_listener(self._events)
+        self._pump: concurrent.futures.Future | None = None
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Connect, retrying while QEMU creates its socket; fail fast if QEMU exits."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            error = self._gone(f"connecting to QMP at {self.socket_path}")
+            if error is not None:
+                raise error
+            if self.socket_path.exists():
+                try:
+                    remaining = max(deadline - time.monotonic(), 0.1)
+                    loop.run(self._client.connect(str(self.socket_path)), timeout=remaining)
+                except Exception as exc:  # the socket may exist before QEMU listens on it
+                    last = str(exc) or type(exc).__name__
+                    with contextlib.suppress(Exception):
+                        loop.run(self._client.disconnect(), timeout=5)
+                else:
+                    self._pump = loop.submit(self._pump_events())
+                    return
+            time.sleep(0.05)
+        raise Timeout(
+            f"connecting to QMP at {self.socket_path} did not succeed within {timeout:.0f} s",
+            last or "the socket never appeared",
+            "check that QEMU was started with -qmp unix:PATH,server=on,wait=off",
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._client.runstate == Runstate.RUNNING
+
+    def close(self) -> None:
+        """Disconnect; safe to call twice, on a dead QEMU, and from the event thread."""
+        if loop.in_loop_thread():  # waiting here would block the loop on itself
+            loop.submit(self._client.disconnect())
+        else:
+            with contextlib.suppress(Exception):  # already gone: nothing left to close
+                loop.run(self._client.disconnect(), timeout=5)
+        if self._pump is not None:
+            self._pump.cancel()
+
+    async def _pump_events(self) -> None:
+        """Hand each event to the listeners until the connection ends (so a dead QEMU leaves no task waiting)."""
+        while True:
+            event = asyncio.ensure_future(self._events.get())
+            state = asyncio.ensure_future(self._client.runstate_changed())
+            try:
+                await asyncio.wait({event, state}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when close() cancels the pump: no waiter may outlive it
+                state.cancel()
+                if not event.done():
+                    event.cancel()
+            if not event.done() or event.cancelled():
+                if self._client.runstate != Runstate.RUNNING:
+                    return
+                continue
+            data = dict(event.result())
+            self.listeners.notify(data)
+
+    # -- commands ---------------------------------------------------------------------------
+    def execute(
+        self, command: str, arguments: dict | None = None, timeout: float | None = None, record: bool = True
+    ) -> object:
+        """Send one command and return its result; errors become sentences."""
+        if loop.in_loop_thread():
+            raise Error(
+                f"'{command}' was called from the event thread",
+                "it would wait for itself forever",
+                "call it from the notebook or a worker thread",
+            )
+        arguments = arguments or {}
+        entry = self.history.start(command, arguments) if record else None
+        started = time.monotonic()
+        try:
+            result = loop.run(self._execute(command, arguments), timeout or self.timeout)
+        except ExecuteError as exc:
+            error: Error = CommandError(command, exc.error_class, str(exc))
+        except (concurrent.futures.TimeoutError, TimeoutError):
+            error = self._gone(f"'{command}' got no answer") or Timeout(
+                f"'{command}' got no answer within {timeout or self.timeout:.0f} s",
+                "QEMU is alive but busy or stuck",
+                "look at the QEMU log, or pass a larger timeout",
+            )
+        except Exception as exc:
+            error = self._gone(f"'{command}' could not be sent") or QEMUGone(
+                f"'{command}' could not be sent",
+                f"the QMP connection is closed ({type(exc).__name__}: {exc})",
+                "reconnect, or launch a new QEMU",
+            )
+        else:
+            if entry is not None:
+                History.finish(entry, started, result=result)
+            return result
+        if entry is not None:
+            History.finish(entry, started, error=str(error))
+        raise error
+
+    async def _execute(self, command: str, arguments: dict) -> object:
+        return await self._client.execute(command, arguments or None)
+
+    def send_fd(self, fd: int, name: str) -> None:
+        """Hand QEMU an open file descriptor as ``name`` (QMP ``getfd`` over SCM_RIGHTS), unrecorded."""
+        loop.run(self._send_fd(fd, name), self.timeout)
+
+    async def _send_fd(self, fd: int, name: str) -> None:
+        self._client.send_fd_scm(fd)  # on the loop thread, so no other write lands in the middle of the socket
+        await self._client.execute("getfd", {"fdname": name})
+
+    async def execute_async(self, command: str, arguments: dict | None = None) -> object:
+        """For coroutines already on the loop: an unrecorded command."""
+        return await asyncio.wait_for(self._client.execute(command, arguments or None), self.timeout)
