@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 import qblocknb as qb
-from qblocknb import guestimage, seedchain, tutorial
+from qblocknb import guestimage
 from qblocknb.guest import WriterReport
+from qblocknb.teaching import seedchain, tutorial
 from qblocknb.widgets.jobmonitor import JobMonitor
 
 MiB = 1 << 20
