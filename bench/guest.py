@@ -26,8 +26,8 @@ from pathlib import Path
 from stats import median
 
 import qblocknb as qb
-from qblocknb.guest import guest_accel
-from qblocknb.guestimage import find_kernel
+from qblocknb.live.guest import guest_accel
+from qblocknb.live.guestimage import find_kernel
 from qblocknb.live.process import kvm_usable
 
 MiB = 1 << 20

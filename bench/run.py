@@ -140,6 +140,8 @@ def main() -> None:
         copies, copy_figures = bigcopy.bench_bigcopy(root)
         print("timeline memory: a throttled mirror for about a minute ...", flush=True)
         tl_rows, tl_figures = timeline.bench_timeline(root)
+    print("the test guest: boot, and the four jobs with its writer running and idle ...", flush=True)
+    guest_section = guest_bench()
     parts = [
         "# Benchmarks\n",
         "Made with `make bench` (which runs `.venv/bin/python bench/run.py`); every table comes from the same run, "
@@ -239,8 +241,20 @@ def main() -> None:
             after=timeline_text(tl_rows, tl_figures),
         ),
     ]
+    parts.append(guest_section)
     REPORT.write_text("\n".join(parts))
     print(REPORT.read_text())
+
+
+def guest_bench() -> str:
+    """bench/guest.py's section (it boots the tiny guest, in a process of its own), or why it could not run."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "guest.py"), "--rounds", "3"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"## The test guest\n\nNot measured: bench/guest.py failed ({reason}).\n"
+    return done.stdout
 
 
 def timeline_text(rows: list[dict], figures: dict) -> str:

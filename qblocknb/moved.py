@@ -24,6 +24,8 @@ MOVED = {
     "chainreader": "live.chainreader",
     "checks": "model.checks",
     "demo": "teaching.demo",
+    "guest": "live.guest",
+    "guestimage": "live.guestimage",
     "guestio": "live.guestio",
     "history": "qmp.history",
     "images": "live.images",

@@ -14,8 +14,8 @@ import time
 import pytest
 
 import qblocknb as qb
-from qblocknb import guestimage
-from qblocknb.guest import GuestError, expected_record
+from qblocknb.live import guestimage
+from qblocknb.live.guest import GuestError, expected_record
 
 
 @pytest.fixture(scope="module")

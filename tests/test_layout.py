@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "qblocknb"
 ALLOWED = {
     "model": set(),
     "qmp": {"model"},
-    "live": {"model", "qmp", "guest", "guestimage"},
+    "live": {"model", "qmp"},
     "migration": {"model", "live"},
     "backup": {"model", "live"},
     "render": {"model"},

@@ -1,6 +1,6 @@
 """Every live block job with a real guest OS writing and checking its own data while the job runs.
 
-The tiny guest (``lab.launch(..., guest=True)``, see ``qblocknb.guest``) writes numbered records over a 2 MiB
+The tiny guest (``lab.launch(..., guest=True)``, see ``qblocknb.live.guest``) writes numbered records over a 2 MiB
 region of its disk at 8 MiB, while the seed's layer patterns sit in MiB 0-3 (written through the device, as in
 ``qblocknb.seedchain``). qb.Jobs are throttled with ``speed=`` so that the guest writes during each of them. After
 each job the writer is stopped and the guest reads every record back; the chain's shape, ``qemu-img check`` of
@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 import qblocknb as qb
-from qblocknb import guestimage
-from qblocknb.guest import WriterReport
+from qblocknb.live import guestimage
+from qblocknb.live.guest import WriterReport
 from qblocknb.teaching import seedchain, tutorial
 from qblocknb.widgets.jobmonitor import JobMonitor
 

@@ -22,10 +22,9 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from qblocknb import guestimage
 from qblocknb.errors import Error, InputError
-from qblocknb.guest import Guest, guest_accel, qemu_args
-from qblocknb.live import images
+from qblocknb.live import guestimage, images
+from qblocknb.live.guest import Guest, guest_accel, qemu_args
 from qblocknb.live.machine import Machine
 from qblocknb.live.process import QemuProcess, command_line
 from qblocknb.model.chain import Chain
@@ -149,7 +148,7 @@ class Lab:
         ``wrapper`` prefixes the command line, e.g. ``["ip", "netns", "exec", "ns1"]`` to start QEMU inside a
         network namespace (the QMP socket is a file, so it is reached from any namespace).
         ``guest=True`` boots a tiny Linux with the image as /dev/vda instead, and returns once its shell answers:
-        ``vm.guest`` (see ``qblocknb.guest``) runs commands in it and writes checkable data while jobs run.
+        ``vm.guest`` (see ``qblocknb.live.guest``) runs commands in it and writes checkable data while jobs run.
         """
         if not self._finalizer.alive:
             raise InputError(

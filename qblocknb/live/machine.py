@@ -33,7 +33,7 @@ from qblocknb.model.vocabulary import JOB_COMMANDS, VERB_COMMANDS
 from qblocknb.qmp.session import Session
 
 if TYPE_CHECKING:
-    from qblocknb.guest import Guest
+    from qblocknb.live.guest import Guest
 
 
 class Machine:

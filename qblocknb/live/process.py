@@ -63,7 +63,7 @@ def command_line(
 ) -> list[str]:
     """The whole QEMU command line, in the seed's shape, with the modern ``-qmp`` spelling.
 
-    ``guest`` holds a guest's boot options (``qblocknb.guest.qemu_args``): its vCPUs then run, without ``-S``.
+    ``guest`` holds a guest's boot options (``qblocknb.live.guest.qemu_args``): its vCPUs then run, without ``-S``.
     """
     args = [
         require(QEMU),

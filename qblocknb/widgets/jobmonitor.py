@@ -66,7 +66,7 @@ def writer_source(writer: Any) -> Callable[[], pd.DataFrame] | None:
         return None
     if isinstance(writer, pd.DataFrame):
         return lambda: writer
-    if hasattr(writer, "writer_progress"):  # a qblocknb.guest.Guest: read afresh at each drawing
+    if hasattr(writer, "writer_progress"):  # a qblocknb.live.guest.Guest: read afresh at each drawing
         return lambda: writer.writer_progress
     if callable(writer):
         return writer

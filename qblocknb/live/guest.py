@@ -1,7 +1,7 @@
 """A tiny Linux guest that writes its own data while block jobs run, and checks it afterwards.
 
 ``lab.launch(image, guest=True)`` boots the kernel and initramfs of
-``qblocknb.guestimage`` with the image as ``/dev/vda``.  The guest's serial
+``qblocknb.live.guestimage`` with the image as ``/dev/vda``.  The guest's serial
 console (ttyS0) carries a shell, driven by ``vm.guest.shell("uname -r")``;
 its second serial port (ttyS1) carries the writer's progress: ``S i r`` before
 and ``W i r`` after record ``i`` of round ``r`` reached the disk.  The host
@@ -30,7 +30,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from qblocknb.errors import Error, InputError, QEMUGone, Timeout
-from qblocknb.guestimage import BootFiles
+from qblocknb.live.guestimage import BootFiles
 from qblocknb.live.process import kvm_usable
 from qblocknb.model.sizes import human_size, parse_size
 

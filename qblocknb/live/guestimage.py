@@ -276,7 +276,7 @@ def _padding(length: int) -> bytes:
 
 
 def main() -> None:
-    """``python -m qblocknb.guestimage``: as root, install the missing packages; then build and print the files."""
+    """``python -m qblocknb.live.guestimage``: as root, install the missing packages; then build and print the files."""
     if os.geteuid() == 0 and shutil.which("apt-get"):
         missing = [p for p, ok in zip(PACKAGES, (_has_kernel(), BUSYBOX.exists()), strict=False) if not ok]
         if missing:
