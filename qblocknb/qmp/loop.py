@@ -16,6 +16,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from qblocknb.errors import Error
+
 T = TypeVar("T")
 
 _lock = threading.Lock()
@@ -69,6 +71,16 @@ def in_loop_thread() -> bool:
         return asyncio.get_running_loop() is _loop
     except RuntimeError:
         return False
+
+
+def refuse_in_loop_thread(what: str) -> None:
+    """A blocking call made from the loop's own thread would wait for itself forever: say so instead."""
+    if in_loop_thread():
+        raise Error(
+            f"{what} was called from the event thread",
+            "it would wait for itself forever",
+            "call it from the notebook or a worker thread",
+        )
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:

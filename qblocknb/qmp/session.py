@@ -119,12 +119,7 @@ class Session:
         self, command: str, arguments: dict | None = None, timeout: float | None = None, record: bool = True
     ) -> object:
         """Send one command and return its result; errors become sentences."""
-        if loop.in_loop_thread():
-            raise Error(
-                f"'{command}' was called from the event thread",
-                "it would wait for itself forever",
-                "call it from the notebook or a worker thread",
-            )
+        loop.refuse_in_loop_thread(f"'{command}'")
         arguments = arguments or {}
         entry = self.history.start(command, arguments) if record else None
         started = time.monotonic()
