@@ -12,8 +12,8 @@ The public names are the ones the tutorials use::
     job.wait()
 
 The widgets, plots and the migration view load ipywidgets and matplotlib, so
-they are imported on first use: ``qb.widgets.Dashboard(vm)``, ``qb.plot_timeline(job)``; so is
-``qb.connect_libvirt(domain)``, which needs libvirt-python.
+they are imported on first use: ``qb.widgets.Dashboard(vm)``, ``qb.plot_timeline(job)``; and
+``qb.connect_libvirt(domain)`` loads libvirt-python only when it is called.
 """
 
 import importlib
@@ -24,7 +24,7 @@ from qblocknb.backup import actions, bitmaps, incremental
 from qblocknb.backup.actions import run as transaction
 from qblocknb.backup.incremental import Backup, IncrementalBackup
 from qblocknb.errors import CommandError, Error, InputError, JobError, QEMUGone, Timeout, ToolError, UnknownCommand
-from qblocknb.live.attach import connect
+from qblocknb.live.attach import connect, connect_libvirt
 from qblocknb.live.jobs import Job
 from qblocknb.live.lab import Lab
 from qblocknb.live.machine import Machine
@@ -38,7 +38,6 @@ _LAZY = {
     "widgets": ("qblocknb.widgets", None),
     "plot_timeline": ("qblocknb.widgets.plots", "plot_timeline"),
     "MigrationView": ("qblocknb.widgets.migrationview", "MigrationView"),
-    "connect_libvirt": ("qblocknb.live.attach", "connect_libvirt"),
 }
 moved.install()  # code that imports qblocknb.seedchain, qblocknb.machine, ... (the old paths) keeps working
 

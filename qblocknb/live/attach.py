@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qblocknb.errors import Error, InputError
 from qblocknb.live.machine import Machine
+from qblocknb.qmp.libvirt import LibvirtSession  # libvirt-python itself is loaded on first use
 from qblocknb.qmp.session import Session
 
 
@@ -35,14 +36,7 @@ def connect(socket_path: str | Path, device: str | None = None, timeout: float =
         )
     session = Session(path, name=path.stem)
     session.connect(max(deadline - time.monotonic(), 1.0))
-    machine = Machine(session)
-    if device is not None:
-        try:
-            machine.device = device
-        except Error:
-            session.close()
-            raise
-    return machine
+    return _attached(session, device)
 
 
 def connect_libvirt(domain: str, uri: str = "qemu:///system", device: str | None = None) -> Machine:
@@ -51,11 +45,16 @@ def connect_libvirt(domain: str, uri: str = "qemu:///system", device: str | None
     ``device`` picks the disk (``virtio-disk0``, the ``<alias>`` libvirt gives it); without it the disk is
     found from ``query-block``.  Note that libvirt marks the domain as tainted (``custom-monitor``).
     """
-    from qblocknb.qmp.libvirt import LibvirtSession  # libvirt-python is needed only here
+    return _attached(LibvirtSession(domain, uri), device)
 
-    session = LibvirtSession(domain, uri)
-    try:
-        return Machine(session, device=device)
-    except BaseException:
-        session.close()
-        raise
+
+def _attached(session: Session | LibvirtSession, device: str | None) -> Machine:
+    """A Machine on an open session, with ``device`` checked against its disks (the session closed if it is wrong)."""
+    machine = Machine(session)
+    if device is not None:
+        try:
+            machine.device = device
+        except Error:
+            session.close()
+            raise
+    return machine
