@@ -2,8 +2,8 @@
 
 ``vm.block_stream(device="node-D", job_id="job0")`` sends ``block-stream``
 with ``{"device": "node-D", "job-id": "job0"}`` and returns a ``Job``; any
-other QMP command returns QEMU's answer.  See ``qblocknb.session`` for the
-transport and ``qblocknb.jobs`` for what a Job can do.
+other QMP command returns QEMU's answer.  See ``qblocknb.qmp.session`` for the
+transport and ``qblocknb.live.jobs`` for what a Job can do.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every call reads images with ``-U`` (force-share) where it only looks, so an
 image that a live QEMU holds open can still be inspected; see
-``qblocknb.session`` for why a flush must come first.
+``qblocknb.live.guestio`` for why a flush must come first.
 """
 
 from __future__ import annotations

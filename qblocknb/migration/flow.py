@@ -13,7 +13,7 @@ call, with the seed's command names, and is recorded::
 
 NBD without TLS is unauthenticated: whoever reaches the port can read and
 overwrite the exported disk.  The listener binds to the address given (loopback
-by default); pass ``tls=folder`` (see ``qblocknb.tls``) to require x509 on the NBD
+by default); pass ``tls=folder`` (see ``qblocknb.migration.tls``) to require x509 on the NBD
 connection and the migration stream.
 """
 

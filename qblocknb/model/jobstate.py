@@ -11,7 +11,7 @@ sequences in a test and answer the same as on a live QEMU::
     >>> print(state.verb_refusal("pause"))
     cannot pause job 'job0': it has already ended (completed); look at job.events to see how, or start a new job.
 
-``qblocknb.jobs.Job`` adds the waiting, the verbs that talk to QEMU and the listeners.
+``qblocknb.live.jobs.Job`` adds the waiting, the verbs that talk to QEMU and the listeners.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``register`` returns a ``Subscription`` that removes itself (``.remove()``, or at the end of a ``with``
 block), in the spirit of qemu.qmp's ``listener()`` context manager and ipywidgets' ``CallbackDispatcher``;
 a view keeps its subscriptions and removes them on ``close()``, so a closed view leaves nothing behind.
-A callback that raises is logged at debug level on ``qblocknb.listeners`` and skipped: a broken view must
+A callback that raises is logged at debug level on ``qblocknb.model.listeners`` and skipped: a broken view must
 not break what it watches::
 
     >>> seen = []

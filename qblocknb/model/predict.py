@@ -5,7 +5,7 @@ current chain (as ``vm.execute`` would, plus the rules QEMU applies to root
 nodes and snapshots) and returns the chain while the job runs and the chain
 once it is done, with the seed's rule applied to images that leave::
 
-    >>> from qblocknb.chain import Chain, Image
+    >>> from qblocknb.model.chain import Chain, Image
     >>> def image(letter, below=None):
     ...     return Image(f"{letter}.qcow2", "qcow2", 64 << 20, node_name=f"node-{letter.upper()}",
     ...                  backing_file=f"{below}.qcow2" if below else None)

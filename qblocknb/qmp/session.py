@@ -1,7 +1,7 @@
 """A synchronous QMP session over ``qemu.qmp``, safe to use from a notebook.
 
 Calls block the caller, not the event loop: the QMPClient lives on the shared
-background loop (see ``qblocknb.loop``), events are handed to listeners as they
+background loop (see ``qblocknb.qmp.loop``), events are handed to listeners as they
 arrive, and every call has a timeout.  A QEMU that dies turns into
 ``QEMUGone`` at once instead of a hang.
 """

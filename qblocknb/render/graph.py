@@ -5,7 +5,7 @@ file, ``[A] <-- [B]``.  Running jobs add an arrow in their colour showing
 which way data flows, images that left the chain are greyed with the seed's
 rule, and ``diff_from=`` highlights what changed since an earlier chain::
 
-    >>> from qblocknb.chain import Chain, Image
+    >>> from qblocknb.model.chain import Chain, Image
     >>> a = Image("a.qcow2", "qcow2", 64 << 20, node_name="node-A")
     >>> b = Image("b.qcow2", "qcow2", 64 << 20, node_name="node-B", backing_file="a.qcow2", device="virtio0")
     >>> graph = render(Chain((a, b), device="virtio0"))

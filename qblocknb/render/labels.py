@@ -3,7 +3,7 @@
 Everything that comes from QEMU is escaped, so a file name such as
 ``nbd:localhost:10809:exportname=x`` or ``json:{...}`` can never break the diagram::
 
-    >>> from qblocknb.chain import Image
+    >>> from qblocknb.model.chain import Image
     >>> label = image_label(Image("b.qcow2", "qcow2", 64 << 20, 1 << 20, node_name="node-B"))
     >>> "b.qcow2" in label and "node-B · qcow2" in label and "64 MiB virtual · 1 MiB allocated" in label
     True

@@ -1,6 +1,6 @@
 """The chain as text, for terminals and for notebooks without graphviz's ``dot``.
 
->>> from qblocknb.chain import Chain, Image, JobInfo
+>>> from qblocknb.model.chain import Chain, Image, JobInfo
 >>> a = Image("a.qcow2", "qcow2", 64 << 20, 4 << 20, node_name="node-A")
 >>> b = Image("b.qcow2", "qcow2", 64 << 20, 1 << 20, node_name="node-B", backing_file="a.qcow2")
 >>> chain = Chain((a, b), device="virtio0", jobs=(JobInfo("job0", "stream", "running", 1, 4, "node-A", "node-B"),))

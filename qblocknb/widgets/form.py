@@ -1,7 +1,7 @@
 """The shape every command form shares: fields, a preview, the exact command, Run.
 
 A form turns its fields into QMP arguments, checks them against the current
-chain with ``qblocknb.predict`` and, before anything is sent, shows the
+chain with ``qblocknb.model.predict`` and, before anything is sent, shows the
 chain the command will produce, the raw QMP JSON and the qmp-shell line.
 A bad value shows a sentence in the form and Run sends nothing; so does a
 chain that gives the command nothing to work on (a single image to stream).

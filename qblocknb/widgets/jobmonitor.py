@@ -5,7 +5,7 @@ there: the bar, the texts, which buttons are enabled.  The progress plot is
 drawn by matplotlib on the monitor's own thread; until its first drawing a
 line of text stands in its place (an empty image shows as a broken icon).
 A button is enabled only in the states where QEMU accepts its verb
-(``qblocknb.jobs.VERB_STATES``); a disabled one loses its colour, so that it
+(``qblocknb.model.vocabulary.VERB_STATES``); a disabled one loses its colour, so that it
 does not look clickable.
 
 ``JobMonitor(job, writer=vm.guest)`` also plots the guest's own writes (its
