@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+from qblocknb.errors import Error
 
 
 @dataclass
@@ -40,6 +43,20 @@ class History:
         record.duration_s = time.monotonic() - started
         record.outcome = "error" if error else "ok"
         record.result, record.error = result, error
+
+    def recorded(self, command: str, arguments: dict, call: Callable[[], object], record: bool = True) -> object:
+        """Run ``call`` (which sends ``command``), keeping its duration and result or error; ``record=False``
+        runs it unrecorded (the quiet queries of views and checks)."""
+        if not record:
+            return call()
+        entry, started = self.start(command, arguments), time.monotonic()
+        try:
+            result = call()
+        except Error as error:
+            History.finish(entry, started, error=str(error))
+            raise
+        History.finish(entry, started, result=result)
+        return result
 
     def frame(self) -> pd.DataFrame:
         with self._lock:

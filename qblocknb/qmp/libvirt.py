@@ -272,17 +272,11 @@ class LibvirtSession:
         """Send one QMP command through libvirt and return its result; errors become sentences."""
         loop.refuse_in_loop_thread(f"'{command}'")
         arguments = arguments or {}
-        entry = self.history.start(command, arguments) if record else None
-        started = time.monotonic()
-        try:
-            result = self._result(command, self._send(command, arguments, timeout or self.timeout))
-        except Error as error:
-            if entry is not None:
-                History.finish(entry, started, error=str(error))
-            raise
-        if entry is not None:
-            History.finish(entry, started, result=result)
-        return result
+
+        def send() -> object:
+            return self._result(command, self._send(command, arguments, timeout or self.timeout))
+
+        return self.history.recorded(command, arguments, send, record)
 
     async def execute_async(self, command: str, arguments: dict | None = None) -> object:
         """For coroutines on qblocknb's loop: an unrecorded command, the blocking libvirt call in a worker thread."""

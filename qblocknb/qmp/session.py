@@ -121,31 +121,26 @@ class Session:
         """Send one command and return its result; errors become sentences."""
         loop.refuse_in_loop_thread(f"'{command}'")
         arguments = arguments or {}
-        entry = self.history.start(command, arguments) if record else None
-        started = time.monotonic()
+        return self.history.recorded(command, arguments, lambda: self._send(command, arguments, timeout), record)
+
+    def _send(self, command: str, arguments: dict, timeout: float | None) -> object:
+        """One command over the loop; every failure raised as a sentence (a dead QEMU as QEMUGone)."""
         try:
-            result = loop.run(self._execute(command, arguments), timeout or self.timeout)
+            return loop.run(self._execute(command, arguments), timeout or self.timeout)
         except ExecuteError as exc:
-            error: Error = CommandError(command, exc.error_class, str(exc))
+            raise CommandError(command, exc.error_class, str(exc)) from None
         except (concurrent.futures.TimeoutError, TimeoutError):
-            error = self._gone(f"'{command}' got no answer") or Timeout(
+            raise self._gone(f"'{command}' got no answer") or Timeout(
                 f"'{command}' got no answer within {timeout or self.timeout:.0f} s",
                 "QEMU is alive but busy or stuck",
                 "look at the QEMU log, or pass a larger timeout",
-            )
+            ) from None
         except Exception as exc:
-            error = self._gone(f"'{command}' could not be sent") or QEMUGone(
+            raise self._gone(f"'{command}' could not be sent") or QEMUGone(
                 f"'{command}' could not be sent",
                 f"the QMP connection is closed ({type(exc).__name__}: {exc})",
                 "reconnect, or launch a new QEMU",
-            )
-        else:
-            if entry is not None:
-                History.finish(entry, started, result=result)
-            return result
-        if entry is not None:
-            History.finish(entry, started, error=str(error))
-        raise error
+            ) from None
 
     async def _execute(self, command: str, arguments: dict) -> object:
         return await self._client.execute(command, arguments or None)
