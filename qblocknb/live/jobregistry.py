@@ -119,8 +119,7 @@ class JobRegistry:
                 if data.get("status") == "null":
                     self._refused_ids.discard(job_id)
             elif job is None and name == "JOB_STATUS_CHANGE" and data.get("status") == "created":
-                job = self.new_job(job_id, "unknown", {}, None)
-                job.listeners.register(self._retire_when_ended)
+                job = self.new_job(job_id, "unknown", {}, None)  # no start chain: it retires nothing
                 self._by_id[job_id] = job
                 self.job_list.append(job)
         if job is not None:
