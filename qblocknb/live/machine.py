@@ -80,20 +80,20 @@ class Machine:
         """The disk that commands and views use when none is named: the one set, else QEMU's only disk."""
         if self._device is not None:
             return self._device
-        return device_id(pick_disk(self.query("query-block"), None))
+        return device_id(pick_disk(self.state.read()[0], None))
 
     @device.setter
     def device(self, name: str | None) -> None:
-        self._device = None if name is None else device_id(pick_disk(self.query("query-block"), name))
+        self._device = None if name is None else device_id(pick_disk(self.state.read()[0], name))
 
     @property
     def disks(self) -> list[str]:
         """The disks QEMU has (devices with a medium), by the names ``vm.device`` takes."""
-        return [device_id(entry) for entry in disks(self.query("query-block"))]
+        return [device_id(entry) for entry in disks(self.state.read()[0])]
 
     def disk(self, device: str | None = None) -> dict:
         """The ``query-block`` entry of ``device`` (any of its names), else of ``vm.device``."""
-        return pick_disk(self.query("query-block"), device or self._device)
+        return pick_disk(self.state.read()[0], device or self._device)
 
     def query(self, command: str, arguments: dict | None = None) -> Any:
         """A command sent quietly: not in ``vm.history`` (what views and checks read)."""
