@@ -12,12 +12,15 @@ from pathlib import Path
 import graphviz
 
 from qblocknb.errors import ToolError
+from qblocknb.model.blockgraph import BlockGraph
 from qblocknb.model.chain import Chain
+from qblocknb.render.fullgraph import graph_text, render_block_graph
 from qblocknb.render.graph import render
 from qblocknb.render.text import text
 
 INSTALL_HINT = "install graphviz with `sudo apt-get install graphviz` (or `conda install graphviz`) to see the diagram"
 FORMATS = ("svg", "png", "pdf", "dot")
+Drawable = Chain | BlockGraph | graphviz.Digraph
 
 
 def dot_available() -> bool:
@@ -25,8 +28,12 @@ def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
-def _graph(chain_or_graph: Chain | graphviz.Digraph, options: dict) -> graphviz.Digraph:
-    return chain_or_graph if isinstance(chain_or_graph, graphviz.Digraph) else render(chain_or_graph, **options)
+def _graph(chain_or_graph: Drawable, options: dict) -> graphviz.Digraph:
+    if isinstance(chain_or_graph, graphviz.Digraph):
+        return chain_or_graph
+    if isinstance(chain_or_graph, BlockGraph):
+        return render_block_graph(chain_or_graph, **options)
+    return render(chain_or_graph, **options)
 
 
 def _pipe(graph: graphviz.Digraph, fmt: str) -> bytes:
@@ -41,21 +48,21 @@ def _pipe(graph: graphviz.Digraph, fmt: str) -> bytes:
         raise ToolError("graphviz's dot failed to draw the chain", detail, "") from None
 
 
-def svg(chain_or_graph: Chain | graphviz.Digraph, **options) -> str:
+def svg(chain_or_graph: Drawable, **options) -> str:
     """The diagram as SVG text, without the XML prologue, ready to embed in HTML."""
     document = _pipe(_graph(chain_or_graph, options), "svg").decode()
     start = document.find("<svg")
     return document[start:] if start >= 0 else document
 
 
-def png(chain_or_graph: Chain | graphviz.Digraph, dpi: int = 96, **options) -> bytes:
+def png(chain_or_graph: Drawable, dpi: int = 96, **options) -> bytes:
     """The diagram as PNG bytes."""
     graph = _graph(chain_or_graph, options).copy()
     graph.attr(dpi=str(dpi))
     return _pipe(graph, "png")
 
 
-def save(chain_or_graph: Chain | graphviz.Digraph, path: str | Path, **options) -> Path:
+def save(chain_or_graph: Drawable, path: str | Path, **options) -> Path:
     """Write the diagram to ``path``; the suffix (.svg, .png, .pdf, .dot) picks the format."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
@@ -73,10 +80,10 @@ def save(chain_or_graph: Chain | graphviz.Digraph, path: str | Path, **options) 
     return path
 
 
-def mimebundle(chain: Chain, include=None, exclude=None, **options) -> dict:
-    """Jupyter's view of a chain: the SVG diagram, or the text diagram with the install line."""
+def mimebundle(chain: Chain | BlockGraph, include=None, exclude=None, **options) -> dict:
+    """Jupyter's view of a chain or a block graph: the SVG diagram, or the text with the install line."""
     wanted = (include is None or "image/svg+xml" in include) and not (exclude and "image/svg+xml" in exclude)
-    description = text(chain, **options)
+    description = graph_text(chain) if isinstance(chain, BlockGraph) else text(chain, **options)
     if not wanted:
         return {"text/plain": description}
     try:

@@ -18,6 +18,7 @@ from qblocknb.model.palette import (
     OK,
     ORANGE,
     OTHER_JOB,
+    TEAL,
     YELLOW,
 )
 
@@ -46,3 +47,16 @@ EDGE = {"fontname": FONT, "fontsize": "10", "color": INK}
 def job_colour(job_type: str) -> str:
     """The colour of a job type's arrow."""
     return JOB_COLOURS.get(job_type, OTHER_JOB)
+
+
+# The full block graph: one shape and colour per kind of node.
+GRAPH_NODES = {
+    "device": {"shape": "box", "style": "rounded,filled", "fillcolor": DEVICE_FILL, "color": DARK_BLUE},
+    "backend": {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": DEVICE_FILL, "color": DARK_BLUE},
+    "format": {"shape": "box", "style": "rounded,filled", "fillcolor": IMAGE_FILL, "color": IMAGE_BORDER},
+    "protocol": {"shape": "note", "style": "filled", "fillcolor": RETIRED_FILL, "color": MUTED},
+    "filter": {"shape": "hexagon", "style": "filled", "fillcolor": "#fde9d9", "color": ORANGE},
+    "job": {"shape": "ellipse", "style": "filled,bold", "fillcolor": "#ffffff"},
+    "export": {"shape": "component", "style": "filled", "fillcolor": "#e0f4f4", "color": TEAL},
+}
+CONFLICT = ERROR

@@ -2,7 +2,9 @@
 
 Events only poke the view's ``Refresher``; its worker thread asks QEMU for
 the chain and sets the ``HTML`` value.  The last change stays highlighted:
-new images in green, re-pointed arrows in orange.
+new images in green, re-pointed arrows in orange.  The "full graph" box redraws
+with every node QEMU has open instead (``qb.render(vm, full=True)``): filters,
+protocol nodes, jobs and exports, with each edge's role and permissions.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from html import escape
 import ipywidgets as widgets
 
 from qblocknb.errors import Error
+from qblocknb.live.graphreader import read_block_graph
+from qblocknb.model.blockgraph import BlockGraph
 from qblocknb.model.chain import Chain
 from qblocknb.model.listeners import Listeners
 from qblocknb.model.palette import OK
@@ -25,21 +29,31 @@ class ChainView(widgets.VBox):
     """The live diagram of one device's chain; ``.chain`` and ``.svg`` hold what it shows.
 
     A wide chain scrolls sideways; with ``fit=True`` it shrinks to the width it is given instead.
+    ``full=True`` (or ticking "full graph") draws the whole block graph, kept in ``.graph``.
     """
 
     def __init__(
-        self, vm, device: str | None = None, highlight: bool = True, interval: float = 0.2, fit: bool = False
+        self,
+        vm,
+        device: str | None = None,
+        highlight: bool = True,
+        interval: float = 0.2,
+        fit: bool = False,
+        full: bool = False,
     ) -> None:
         self.vm, self.device, self.highlight, self.fit = vm, device, highlight, fit
         self.chain: Chain | None = None
+        self.graph: BlockGraph | None = None  # the full graph on show, when the box is ticked
+        self.full = widgets.Checkbox(value=full, description="full graph", indent=False)
         self.before: Chain | None = None  # the chain before the last change, for the highlight
         self.listeners = Listeners()  # called with each new chain, on the view's thread
         self.caption = widgets.HTML()
         self.diagram = widgets.HTML()
         self.status = widgets.HTML()
         self._lock = threading.Lock()
-        super().__init__([self.caption, self.diagram, self.status])
+        super().__init__([widgets.HBox([self.caption, self.full]), self.diagram, self.status])
         self.add_class("qb-chain-view")
+        self.full.observe(lambda _change: self.refresh(), names="value")
         self._subscription = vm.listeners.register(self._on_event)
         self.refresh()
         self._refresher = Refresher(
@@ -56,6 +70,7 @@ class ChainView(widgets.VBox):
         with self._lock:
             try:
                 chain = self.vm.chain(self.device)
+                graph = read_block_graph(self.vm) if self.full.value else None
             except Error as error:
                 self.status.value = error_html(error)
                 return None
@@ -65,7 +80,9 @@ class ChainView(widgets.VBox):
             self.caption.value = f"<code>{escape(str(chain))}</code>" + (
                 f' <span style="color:{OK}">(last change: {escape(str(changed))})</span>' if changed else ""
             )
-            self.diagram.value = diagram_html(chain, fit=self.fit, diff_from=self.before if self.highlight else None)
+            self.graph = graph
+            highlight = {"diff_from": self.before if self.highlight else None} if graph is None else {}
+            self.diagram.value = diagram_html(graph or chain, fit=self.fit, **highlight)
             self.chain = chain  # last, so that whoever sees the new chain also sees its picture
             self.status.value = ""
         self.listeners.notify(chain)
