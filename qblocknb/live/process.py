@@ -151,14 +151,27 @@ class QemuProcess:
             "launch a new one with lab.launch(...)",
         )
 
+    def stopped(self) -> bool:
+        """True while the process is stopped (SIGSTOP, a debugger): it answers nothing and cannot exit by itself."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rpartition(")")[2].split()[:1] in (["T"], ["t"])
+
     def terminate(self, grace: float = 3.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; reaps the process either way."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds; reaps the process either way.
+
+        SIGTERM is followed by SIGCONT, so that a stopped QEMU wakes up to act on it instead of using up the grace.
+        """
         if not self.alive():
             self.popen.wait()
             return
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
             try:
                 self.popen.send_signal(sig)
+                if sig == signal.SIGTERM:
+                    self.popen.send_signal(signal.SIGCONT)
             except ProcessLookupError:
                 break
             try:
@@ -168,7 +181,9 @@ class QemuProcess:
                 continue
 
     def wait_exit(self, timeout: float) -> bool:
-        """Wait for the process to exit by itself; True when it did."""
+        """Wait for the process to exit by itself; True when it did (a stopped one cannot: False at once)."""
+        if self.stopped():
+            return False
         try:
             self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -1,9 +1,14 @@
-"""One asyncio loop in a daemon thread, shared by every QMP session.
+"""One asyncio loop in a daemon thread, shared by every QMP session, running only while it is needed.
 
 ``qemu.qmp`` is asyncio-only and its legacy sync wrapper calls
 ``run_until_complete``, which fails inside Jupyter's running loop.  Running
 our own loop in a thread lets a notebook cell block on ``job.wait()`` while
 events keep arriving.
+
+A session ``hold()``s the loop while it is connected and ``release()``s it
+when it closes or loses its QEMU; when nobody holds it and nothing submitted
+to it is still running, the loop stops and its thread ends, so a closed lab
+leaves no thread behind.  The next ``submit`` starts a fresh one.
 """
 
 from __future__ import annotations
@@ -19,43 +24,106 @@ from typing import Any, TypeVar
 from qblocknb.errors import Error
 
 T = TypeVar("T")
+STOP_TIMEOUT = 5.0  # how long a release waits for the loop's thread to end
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_holders = 0  # sessions connected through the loop
+_pending = 0  # submitted coroutines not yet finished
+_local = threading.local()  # .is_loop is set on the loop's own thread
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
-    """The shared loop, started on first use."""
-    global _loop
+    """The shared loop, started on first use (and again after it stopped)."""
     with _lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            loop.set_exception_handler(_quiet_lost_connections)
-            thread = threading.Thread(target=loop.run_forever, name="qblocknb-qmp", daemon=True)
-            thread.start()
-            _loop = loop
-        return _loop
+        return _started()
 
 
-def _shutdown() -> None:
-    """At exit, cancel what still runs on the loop (event pumps, samplers) and stop it quietly."""
-    loop = _loop
-    if loop is None or not loop.is_running():
-        return
+def _started() -> asyncio.AbstractEventLoop:
+    """The running loop, or a new one; called with ``_lock`` held."""
+    global _loop, _thread
+    if _loop is None or _loop.is_closed():
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_quiet_lost_connections)
+        _thread = threading.Thread(target=_serve, args=(loop,), name="qblocknb-qmp", daemon=True)
+        _thread.start()
+        _loop = loop
+    return _loop
 
-    async def cancel_others() -> None:
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop's thread: run until stopped, then close the loop so that nothing can be scheduled on it."""
+    _local.is_loop = True
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def hold() -> None:
+    """Keep the loop running (a session connects); pair with ``release()``."""
+    global _holders
+    with _lock:
+        _holders += 1
+        _started()
+
+
+def release() -> None:
+    """One holder less; the last one stops the loop (what still runs on it is cancelled) and waits for its thread."""
+    global _holders
+    with _lock:
+        _holders = max(_holders - 1, 0)
+        stopping = _detach() if _holders == 0 else None
+    if stopping is not None:
+        _stop(*stopping)
+
+
+def _detach() -> tuple[asyncio.AbstractEventLoop, threading.Thread] | None:
+    """Take the loop out of use (called with ``_lock`` held): the next ``submit`` starts a new one."""
+    global _loop, _thread
+    if _loop is None or _thread is None or _loop.is_closed():
+        return None
+    stopping = (_loop, _thread)
+    _loop = _thread = None
+    return stopping
+
+
+def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Cancel what still runs on ``loop``, stop it, and wait for its thread unless called from that thread."""
+
+    async def wind_down() -> None:
         current = asyncio.current_task()
         tasks = [task for task in asyncio.all_tasks() if task is not current]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.get_running_loop().stop()
 
-    with contextlib.suppress(Exception):
-        asyncio.run_coroutine_threadsafe(cancel_others(), loop).result(2)
-    loop.call_soon_threadsafe(loop.stop)
+    with contextlib.suppress(RuntimeError):  # already closed
+        asyncio.run_coroutine_threadsafe(wind_down(), loop)
+    if threading.current_thread() is not thread:
+        thread.join(STOP_TIMEOUT)
 
 
-atexit.register(_shutdown)
+def _finished(_future: concurrent.futures.Future) -> None:
+    """A submitted coroutine ended: with no holder and nothing else pending, the loop has no more work."""
+    global _pending
+    with _lock:
+        _pending -= 1
+        stopping = _detach() if _holders == 0 and _pending == 0 else None
+    if stopping is not None:
+        _stop(*stopping)
+
+
+@atexit.register
+def _shutdown() -> None:
+    """At exit, cancel what still runs on the loop (event pumps, samplers) and stop it quietly."""
+    with _lock:
+        stopping = _detach()
+    if stopping is not None:
+        _stop(*stopping)
 
 
 def _quiet_lost_connections(loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -67,10 +135,7 @@ def _quiet_lost_connections(loop: asyncio.AbstractEventLoop, context: dict) -> N
 
 def in_loop_thread() -> bool:
     """True when called from the loop's own thread, where blocking would deadlock."""
-    try:
-        return asyncio.get_running_loop() is _loop
-    except RuntimeError:
-        return False
+    return getattr(_local, "is_loop", False)
 
 
 def refuse_in_loop_thread(what: str) -> None:
@@ -84,8 +149,13 @@ def refuse_in_loop_thread(what: str) -> None:
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Schedule a coroutine on the shared loop."""
-    return asyncio.run_coroutine_threadsafe(coro, background_loop())
+    """Schedule a coroutine on the shared loop; the loop runs at least until it has finished."""
+    global _pending
+    with _lock:
+        future = asyncio.run_coroutine_threadsafe(coro, _started())
+        _pending += 1
+    future.add_done_callback(_finished)
+    return future
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,33 +55,43 @@ class Session:
         self._events = EventListener()
         self._client.register_listener(self._events)
         self._pump: concurrent.futures.Future | None = None
+        self._held = False  # this session keeps the event loop running
+        self._closing = False
+        self._lock = threading.Lock()
+        self.lost: float | None = None  # when the connection ended without close() (QEMU died or closed it)
 
     # -- connection -------------------------------------------------------------------------
     def connect(self, timeout: float = CONNECT_TIMEOUT) -> None:
         """Connect, retrying while QEMU creates its socket; fail fast if QEMU exits."""
         deadline = time.monotonic() + timeout
         last = ""
-        while time.monotonic() < deadline:
-            error = self._gone(f"connecting to QMP at {self.socket_path}")
-            if error is not None:
-                raise error
-            if self.socket_path.exists():
-                try:
-                    remaining = max(deadline - time.monotonic(), 0.1)
-                    loop.run(self._client.connect(str(self.socket_path)), timeout=remaining)
-                except Exception as exc:  # the socket may exist before QEMU listens on it
-                    last = str(exc) or type(exc).__name__
-                    with contextlib.suppress(Exception):
-                        loop.run(self._client.disconnect(), timeout=5)
-                else:
-                    self._pump = loop.submit(self._pump_events())
-                    return
-            time.sleep(0.05)
-        raise Timeout(
-            f"connecting to QMP at {self.socket_path} did not succeed within {timeout:.0f} s",
-            last or "the socket never appeared",
-            "check that QEMU was started with -qmp unix:PATH,server=on,wait=off",
-        )
+        loop.hold()  # released by close(), or when the connection is lost
+        self._held = True
+        try:
+            while time.monotonic() < deadline:
+                error = self._gone(f"connecting to QMP at {self.socket_path}")
+                if error is not None:
+                    raise error
+                if self.socket_path.exists():
+                    try:
+                        remaining = max(deadline - time.monotonic(), 0.1)
+                        loop.run(self._client.connect(str(self.socket_path)), timeout=remaining)
+                    except Exception as exc:  # the socket may exist before QEMU listens on it
+                        last = str(exc) or type(exc).__name__
+                        with contextlib.suppress(Exception):
+                            loop.run(self._client.disconnect(), timeout=5)
+                    else:
+                        self._pump = loop.submit(self._pump_events())
+                        return
+                time.sleep(0.05)
+            raise Timeout(
+                f"connecting to QMP at {self.socket_path} did not succeed within {timeout:.0f} s",
+                last or "the socket never appeared",
+                "check that QEMU was started with -qmp unix:PATH,server=on,wait=off",
+            )
+        except BaseException:
+            self._let_go()
+            raise
 
     @property
     def connected(self) -> bool:
@@ -88,16 +99,33 @@ class Session:
 
     def close(self) -> None:
         """Disconnect; safe to call twice, on a dead QEMU, and from the event thread."""
-        if loop.in_loop_thread():  # waiting here would block the loop on itself
-            loop.submit(self._client.disconnect())
-        else:
-            with contextlib.suppress(Exception):  # already gone: nothing left to close
-                loop.run(self._client.disconnect(), timeout=5)
+        self._closing = True
         if self._pump is not None:
             self._pump.cancel()
+        if not self._held:  # closed before, or the connection was lost and cleaned up
+            return
+        if loop.in_loop_thread():  # waiting here would block the loop on itself
+            loop.submit(self._disconnect())
+            return
+        with contextlib.suppress(Exception):  # already gone: nothing left to close
+            loop.run(self._client.disconnect(), timeout=5)
+        self._let_go()
+
+    async def _disconnect(self) -> None:
+        """Close the connection from the loop (a lost one too, so that qemu.qmp's tasks end), then let go."""
+        with contextlib.suppress(Exception):
+            await self._client.disconnect()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Release this session's hold on the loop, once: with no other session the loop's thread ends."""
+        with self._lock:
+            held, self._held = self._held, False
+        if held:
+            loop.release()
 
     async def _pump_events(self) -> None:
-        """Hand each event to the listeners until the connection ends (so a dead QEMU leaves no task waiting)."""
+        """Hand each event to the listeners until the connection ends; a lost connection is then cleaned up."""
         while True:
             event = asyncio.ensure_future(self._events.get())
             state = asyncio.ensure_future(self._client.runstate_changed())
@@ -109,10 +137,13 @@ class Session:
                     event.cancel()
             if not event.done() or event.cancelled():
                 if self._client.runstate != Runstate.RUNNING:
-                    return
+                    break
                 continue
             data = dict(event.result())
             self.listeners.notify(data)
+        if not self._closing:
+            self.lost = time.time()
+        await self._disconnect()
 
     # -- commands ---------------------------------------------------------------------------
     def execute(
@@ -125,22 +156,38 @@ class Session:
 
     def _send(self, command: str, arguments: dict, timeout: float | None) -> object:
         """One command over the loop; every failure raised as a sentence (a dead QEMU as QEMUGone)."""
+        if not self._held:  # closed, or lost: the loop may be gone too, so do not touch it
+            raise self.closed_error(f"'{command}' could not be sent")
         try:
             return loop.run(self._execute(command, arguments), timeout or self.timeout)
         except ExecuteError as exc:
             raise CommandError(command, exc.error_class, str(exc)) from None
         except (concurrent.futures.TimeoutError, TimeoutError):
-            raise self._gone(f"'{command}' got no answer") or Timeout(
-                f"'{command}' got no answer within {timeout or self.timeout:.0f} s",
-                "QEMU is alive but busy or stuck",
-                "look at the QEMU log, or pass a larger timeout",
-            ) from None
+            raise self.no_answer(command, timeout or self.timeout) from None
         except Exception as exc:
-            raise self._gone(f"'{command}' could not be sent") or QEMUGone(
-                f"'{command}' could not be sent",
-                f"the QMP connection is closed ({type(exc).__name__}: {exc})",
-                "reconnect, or launch a new QEMU",
-            ) from None
+            raise self.closed_error(f"'{command}' could not be sent", exc) from None
+
+    def no_answer(self, command: str, timeout: float) -> Error:
+        """The error for a command QEMU did not answer in time: QEMUGone if it died meanwhile, else Timeout."""
+        return self._gone(f"'{command}' got no answer") or Timeout(
+            f"'{command}' got no answer within {timeout:g} s",
+            "QEMU did not answer: it is alive but stopped (SIGSTOP), stuck or very busy",
+            "look at the QEMU log, send it SIGCONT if it was stopped, or pass a larger timeout",
+        )
+
+    def closed_error(self, what: str, cause: BaseException | None = None) -> Error:
+        """Why ``what`` failed on a connection that is closed or broken: QEMU's own end if it died, else the socket."""
+        gone = self._gone(what)
+        if gone is not None:
+            return gone
+        if self.connected and cause is not None:  # the connection still stands: say what broke
+            return QEMUGone(what, f"the QMP connection failed ({type(cause).__name__}: {cause})", "reconnect")
+        how = "was closed by QEMU or the system" if self.lost else "is closed"
+        return QEMUGone(
+            what,
+            f"the QMP connection to {self.where} {how}",
+            f"reconnect with qb.connect({str(self.socket_path)!r}) if QEMU still runs, or launch a new one",
+        )
 
     async def _execute(self, command: str, arguments: dict) -> object:
         return await self._client.execute(command, arguments or None)
