@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from qblocknb.errors import CommandError, Error
 from qblocknb.live import images
+from qblocknb.model import hmp
 from qblocknb.model.chain import FILTER_DRIVERS, PROTOCOL_DRIVERS, device_id
 
 if TYPE_CHECKING:
@@ -81,8 +82,7 @@ class GuestIO:
 
     def _qemu_io(self, disk: dict, command: str) -> str | None:
         """Run qemu-io on the disk's device; its verdict, or None when it went to a stdout nobody reads."""
-        target = f"-d {disk['qdev']}" if disk.get("qdev") else disk["device"]
-        line = f'qemu-io {target} "{command}"'
+        line = hmp.qemu_io(disk.get("qdev") or disk["device"], command, qdev=bool(disk.get("qdev")))
         with self._lock:
             if self.vm.process is not None:
                 self.vm.process.new_stdout()
@@ -121,7 +121,7 @@ class GuestIO:
             quiet("stop")
         for node in quiet("query-named-block-nodes", {"flat": True}):
             if node.get("drv") not in PROTOCOL_DRIVERS | FILTER_DRIVERS:
-                quiet("human-monitor-command", {"command-line": f'qemu-io {node["node-name"]} "flush"'})
+                quiet("human-monitor-command", {"command-line": hmp.qemu_io(node["node-name"], "flush")})
         if stopping and running:
             quiet("cont")
 

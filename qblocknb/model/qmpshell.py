@@ -41,19 +41,38 @@ def parse_value(text: str) -> object:
                 'write objects like addr={"type":"inet","data":{"host":"::","port":"10809"}}',
             ) from None
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
+        return re.sub(r"\\(.)", r"\1", text[1:-1])  # \" and \\ inside quotes, as format_line writes them
     return text
+
+
+def tokens(line: str) -> list[str]:
+    """The line's words, quotes kept; a quote left open is refused rather than silently dropped."""
+    words = _TOKEN.findall(line)
+    rest = _TOKEN.sub(" ", line)
+    if rest.strip():
+        raise InputError(
+            f"the line {line.strip()!r} has a quote that is not closed",
+            f"{rest.strip()[0]} opens a value that never ends",
+            "close the quote, or write the value without quotes",
+        )
+    return words
 
 
 def parse_line(line: str) -> tuple[str, dict]:
     """Split a qmp-shell line into the command name and its arguments."""
-    tokens = _TOKEN.findall(line.strip())
-    if not tokens:
+    words = tokens(line.strip())
+    if not words:
         raise InputError("the command line is empty", "", "type a QMP command such as query-block-jobs")
-    command, arguments = tokens[0], {}
-    for token in tokens[1:]:
+    command, arguments = words[0], {}
+    if not re.fullmatch(r"[A-Za-z][\w-]*", command):
+        raise InputError(
+            f"{command!r} is not a command name",
+            "a qmp-shell line starts with the command, such as block-stream",
+            "write the command first, then key=value arguments",
+        )
+    for token in words[1:]:
         key, sep, text = token.partition("=")
-        if not sep or not key:
+        if not sep or "" in key.split("."):
             raise InputError(
                 f"argument {token!r} of '{command}' is not key=value",
                 "",
@@ -81,7 +100,17 @@ def _format_value(value: object) -> str:
     if isinstance(value, (dict, list)) or value is None:
         return json.dumps(value, separators=(",", ":"))
     text = str(value)
-    return json.dumps(text) if re.search(r"\s|['\"]", text) else text
+    if isinstance(value, str) and (re.search(r"\s|['\"\\]", text) or _reads_otherwise(text)):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def _reads_otherwise(text: str) -> bool:
+    """True when a string written bare would come back as something else (a number, true, JSON)."""
+    try:
+        return parse_value(text) != text
+    except InputError:
+        return True
 
 
 def format_line(command: str, arguments: dict) -> str:
