@@ -38,6 +38,7 @@ class CommandError(Error):
 
     def __init__(self, command: str, error_class: str, desc: str, todo: str = "") -> None:
         self.command, self.error_class, self.desc = command, error_class, desc
+        todo = todo or "check the values it names against vm.chain() and vm.query_block_jobs()"
         super().__init__(f"QEMU refused '{command}'", f"{desc} ({error_class})", todo)
 
 

@@ -22,6 +22,7 @@ from qblocknb.live.chainreader import ChainReader, Checked
 from qblocknb.live.guestio import GuestIO
 from qblocknb.live.jobregistry import JobRegistry
 from qblocknb.live.jobs import Job
+from qblocknb.live.preflight import check_command
 from qblocknb.live.process import QemuProcess
 from qblocknb.live.schema import Schema
 from qblocknb.model.chain import Chain, RetiredImage, device_id, disks, pick_disk
@@ -135,6 +136,7 @@ class Machine:
         if command not in self.commands:
             raise self.schema.unknown(command)
         merged = self.schema.arguments_for(command, arguments, kwargs)
+        check_command(self, command, merged)
         if command in JOB_COMMANDS:
             return self._start_job(command, merged, timeout)
         job = self.registry.running(merged.get("device") or merged.get("id")) if command in VERB_COMMANDS else None

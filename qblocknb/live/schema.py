@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from qblocknb.errors import UnknownCommand
+from qblocknb.errors import InputError, UnknownCommand
 from qblocknb.model.sizes import parse_size
 
 SIZE_ARGUMENTS = {"speed", "buf-size", "granularity"}
@@ -24,6 +24,7 @@ class Schema:
         self._commands: set[str] | None = None
         self._arguments: dict[str, set[str]] | None = None
         self._deprecated: set[str] = set()
+        self._drivers: set[str] = set()
 
     @property
     def commands(self) -> set[str]:
@@ -49,7 +50,14 @@ class Schema:
                     self._arguments[entry["name"]] = {m["name"] for m in members}
                     if "deprecated" in entry.get("features", []):
                         self._deprecated.add(entry["name"])
+            self._drivers = _enum_of(types, "blockdev-add", "driver")
         return self._arguments.get(command, set())
+
+    @property
+    def drivers(self) -> set[str]:
+        """Every block driver (image format or protocol) this QEMU knows: ``blockdev-add``'s ``driver`` values."""
+        self.arguments("blockdev-add")
+        return self._drivers
 
     def deprecated(self, command: str) -> bool:
         self.arguments(command)
@@ -60,8 +68,10 @@ class Schema:
         turned into bytes."""
         merged = {**(arguments or {}), **self.qmp_arguments(command, kwargs)}
         for key in SIZE_ARGUMENTS & merged.keys():
-            if isinstance(merged[key], str):
+            try:
                 merged[key] = parse_size(merged[key])
+            except InputError as error:
+                raise InputError(f"{command}: {key} {merged[key]!r} is refused", error.what, error.todo) from None
         return merged
 
     def qmp_arguments(self, command: str, kwargs: dict) -> dict:
@@ -82,3 +92,12 @@ class Schema:
             "query-commands does not list it",
             f"did you mean {', '.join(close)}?" if close else "see vm.commands for the full list",
         )
+
+
+def _enum_of(types: dict[str, dict], command: str, member: str) -> set[str]:
+    """The values of an enum member of a command's arguments (type names are numbers in introspection)."""
+    arg_type = types.get(types.get(command, {}).get("arg-type", ""), {})
+    for entry in arg_type.get("members", []):
+        if entry["name"] == member:
+            return set(types.get(entry["type"], {}).get("values", []))
+    return set()

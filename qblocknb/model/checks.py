@@ -7,6 +7,7 @@ nothing reaches QEMU when they fail.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from qblocknb.errors import InputError
@@ -34,11 +35,11 @@ def _resolve(chain: Chain, command: str, role: str, name: str) -> int:
     return position
 
 
-def check_device(chain: Chain, command: str, device: str | None) -> int:
+def check_device(chain: Chain, command: str, device: str | None, role: str = "device") -> int:
     """The position of the job's device (a node name or the device id); the active layer by default."""
     if device is None or device == chain.device:
         return len(chain) - 1
-    return _resolve(chain, command, "device", device)
+    return _resolve(chain, command, role, device)
 
 
 def check_job(
@@ -81,13 +82,20 @@ def check_job(
         _check_below(chain, command, top, arguments.get("base-node") or arguments.get("base"), "base")
     else:
         _check_sync(command, job_type, arguments.get("sync"))
-        _check_target(command, arguments, known_nodes, cwd)
+        _check_target(command, arguments, chain, known_nodes, cwd)
 
 
 def _check_below(chain: Chain, command: str, top: int, base: str | None, role: str) -> None:
     if base is None:
         return
     position = _resolve(chain, command, role, base)
+    if position == top:
+        below = chain.below(chain.images[top].label)
+        raise InputError(
+            f"{command}: {role} '{base}' is '{chain.images[top].label}' itself",
+            "a job cannot read from and write to the same image",
+            f"pick a {role} below it, such as {below[0].label}" if below else "leave the base out",
+        )
     if position >= top:
         below = ", ".join(image.label for image in chain.below(chain.images[top].label)) or "none"
         raise InputError(
@@ -109,7 +117,7 @@ def _check_sync(command: str, job_type: str, sync: str | None) -> None:
         )
 
 
-def _check_target(command: str, arguments: dict, known_nodes: set[str], cwd: Path | None) -> None:
+def _check_target(command: str, arguments: dict, chain: Chain, known_nodes: set[str], cwd: Path | None) -> None:
     target = arguments.get("target")
     if target is None:
         raise InputError(f"{command} needs a target", "", "pass target=")
@@ -120,19 +128,64 @@ def _check_target(command: str, arguments: dict, known_nodes: set[str], cwd: Pat
                 f"named nodes are {', '.join(sorted(known_nodes)) or 'none'}",
                 "create the image with lab.create() and attach it with vm.blockdev_add(...)",
             )
+        if target in chain.node_names:
+            raise InputError(
+                f"{command}: target node '{target}' is part of the chain {chain}",
+                "the job would write into an image it reads from",
+                "attach a new image with vm.blockdev_add(...) and pass its node name",
+            )
         return
     if is_protocol(target):  # such as nbd:host:port
         return
-    path = resolve(target, cwd)
+    check_new_file(command, "target", target, arguments.get("mode"), chain, cwd)
+
+
+def check_new_file(command: str, role: str, name: str, mode: str | None, chain: Chain, cwd: Path | None) -> None:
+    """A file QEMU is to create (or, with ``mode=existing``, open) for a job's target or a snapshot's overlay.
+
+    Refused: a file of the chain or another open image, a missing or unwritable folder, and an existing file
+    without ``mode=existing`` (QEMU would overwrite it with a new, empty image).
+    """
+    path = resolve(name, cwd)
+    open_image = _open_image(chain, path, cwd)
+    if open_image is not None:
+        raise InputError(
+            f"{command}: {role} '{name}' is already open as {open_image} ({chain})",
+            "QEMU would overwrite an image in use",
+            "pick a new file name",
+        )
     if not path.parent.is_dir():
         raise InputError(
-            f"{command}: the folder of target '{target}' does not exist",
+            f"{command}: the folder of {role} '{name}' does not exist",
             f"{path.parent} is missing",
             "create the folder first or pick another path",
         )
-    if arguments.get("mode") == "existing" and not path.exists():
+    if mode == "existing":
+        if not path.exists():
+            raise InputError(
+                f"{command}: {role} '{name}' does not exist but mode is 'existing'",
+                "",
+                "create it with lab.create() or use mode='absolute-paths'",
+            )
+        return
+    if path.exists():
         raise InputError(
-            f"{command}: target '{target}' does not exist but mode is 'existing'",
-            "",
-            "create it with lab.create() or use mode='absolute-paths'",
+            f"{command}: {role} '{name}' already exists",
+            "with mode 'absolute-paths' QEMU would replace it with a new image",
+            "pass mode='existing' to write into it, or pick a new file name",
         )
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(
+            f"{command}: the folder of {role} '{name}' is not writable",
+            f"{path.parent} does not let this user create files",
+            "pick a folder you may write to, such as the lab's",
+        )
+
+
+def _open_image(chain: Chain, path: Path, cwd: Path | None) -> str | None:
+    """The label of the chain's (or another open) image stored at ``path``, if any."""
+    wanted = os.path.realpath(path)
+    for image in (*chain.images, *chain.other_nodes):
+        if not is_protocol(image.file) and os.path.realpath(resolve(image.file, cwd)) == wanted:
+            return image.label
+    return None

@@ -32,9 +32,8 @@ from pathlib import Path
 
 from qblocknb.errors import InputError
 from qblocknb.model.chain import Chain, Image, JobInfo, retire
-from qblocknb.model.checks import check_device, check_job
+from qblocknb.model.checks import check_device, check_job, check_new_file
 from qblocknb.model.nbd import is_nbd
-from qblocknb.model.paths import resolve
 from qblocknb.model.vocabulary import JOB_COMMANDS
 
 SNAPSHOT = "blockdev-snapshot-sync"
@@ -122,7 +121,7 @@ def _snapshot(chain: Chain, arguments: dict, known: set[str], cwd: Path | None) 
     node = arguments.get("node-name") or arguments.get("device")
     if node is None:
         raise InputError(f"{SNAPSHOT} needs node-name", "", f"pass node-name={chain.active.label}")
-    position = check_device(chain, SNAPSHOT, node)
+    position = check_device(chain, SNAPSHOT, node, "node-name")
     if chain.images[position] is not chain.active:
         raise InputError(
             f"{SNAPSHOT}: node '{node}' is not the active layer of {chain}",
@@ -132,13 +131,6 @@ def _snapshot(chain: Chain, arguments: dict, known: set[str], cwd: Path | None) 
     file = arguments.get("snapshot-file")
     if not file:
         raise InputError(f"{SNAPSHOT} needs snapshot-file", "", "name the new overlay, such as e.qcow2")
-    in_use = [i for i in chain.images + chain.other_nodes if file in (i.file, i.name)]
-    if in_use:
-        raise InputError(
-            f"{SNAPSHOT}: snapshot file '{file}' is already open as {in_use[0].label}",
-            "QEMU would overwrite an image in use",
-            "pick a new file name",
-        )
     new_node = arguments.get("snapshot-node-name")
     if new_node is not None and (not new_node or new_node in known):
         what = f"snapshot node name '{new_node}' is already taken" if new_node else "the snapshot node name is empty"
@@ -147,12 +139,7 @@ def _snapshot(chain: Chain, arguments: dict, known: set[str], cwd: Path | None) 
             f"node names in use are {', '.join(sorted(known))}",
             "pick a new one, such as node-E",
         )
-    if cwd is not None:
-        path = resolve(file, cwd)
-        if not path.parent.is_dir():
-            raise InputError(f"{SNAPSHOT}: the folder of '{file}' does not exist", f"{path.parent} is missing", "")
-        if arguments.get("mode") == "existing" and not path.exists():
-            raise InputError(f"{SNAPSHOT}: '{file}' does not exist but mode is 'existing'", "", "create it first")
+    check_new_file(SNAPSHOT, "snapshot file", file, arguments.get("mode"), chain, cwd)
     top = chain.active
     overlay = Image(
         file=file,
