@@ -8,6 +8,8 @@ Either way the disks are found with ``query-block`` and ``device=`` picks one wh
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from pathlib import Path
 
@@ -16,13 +18,16 @@ from qblocknb.live.machine import Machine
 from qblocknb.qmp.libvirt import LibvirtSession  # libvirt-python itself is loaded on first use
 from qblocknb.qmp.session import Session
 
+GREETING_LIMIT = 64 << 10  # QEMU's greeting is a few hundred bytes
+
 
 def connect(socket_path: str | Path, device: str | None = None, timeout: float = 15.0) -> Machine:
     """Attach to a QEMU someone else started with ``-qmp unix:PATH,server=on,wait=off``.
 
     Its disks are found with ``query-block``: with one disk that is the default, with several name one with
     ``device=`` (any of its names: ``virtio-disk0``, ``drive0``, its root node) or set ``vm.device`` later.
-    A QEMU that is still starting gets ``timeout`` seconds to create its socket.
+    A QEMU that is still starting gets ``timeout`` seconds to create its socket; whatever listens there must
+    greet like QEMU's QMP monitor before anything is sent to it (``check_greeting``).
     """
     path = Path(socket_path)
     deadline = time.monotonic() + timeout
@@ -34,9 +39,57 @@ def connect(socket_path: str | Path, device: str | None = None, timeout: float =
             f"no such socket appeared within {timeout:g} s",
             "start QEMU with -qmp unix:PATH,server=on,wait=off and pass that PATH",
         )
+    check_greeting(path, deadline)
     session = Session(path, name=path.stem)
     session.connect(max(deadline - time.monotonic(), 1.0))
     return _attached(session, device)
+
+
+def check_greeting(path: Path, deadline: float) -> dict:
+    """QEMU's QMP greeting from ``path``, read on a connection of its own; InputError when something else answers.
+
+    A QEMU's monitor first says ``{"QMP": {"version": {"qemu": ...}, ...}}``; anything else (another protocol,
+    garbage, silence until ``deadline``) is refused before a single command is sent there.
+    """
+    line = b""
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
+                peer.settimeout(max(deadline - time.monotonic(), 0.1))
+                peer.connect(str(path))
+                while b"\n" not in line and len(line) < GREETING_LIMIT:
+                    chunk = peer.recv(4096)
+                    if not chunk:
+                        break
+                    line += chunk
+            break
+        except ConnectionRefusedError:  # the socket file exists before QEMU listens on it
+            if time.monotonic() >= deadline:
+                raise _not_qemu(path, "nothing accepts connections there") from None
+            time.sleep(0.05)
+        except TimeoutError:
+            silent = f"it said nothing before the timeout ({line[:60]!r})"
+            raise _not_qemu(path, f"{silent}; a QEMU monitor that another client holds is silent too") from None
+        except OSError as error:
+            raise _not_qemu(path, f"it cannot be opened as a unix socket ({error.strerror or error})") from None
+    if not line:
+        raise _not_qemu(path, "it closed the connection without a word")
+    first = line.split(b"\n", 1)[0]
+    shown = repr(first[:60].decode(errors="backslashreplace"))
+    try:
+        greeting = json.loads(first)
+    except ValueError:
+        greeting = None
+    if not isinstance(greeting, dict) or not isinstance(greeting.get("QMP"), dict):
+        raise _not_qemu(path, f"it answered {shown}, not QMP's greeting")
+    if "qemu" not in (greeting["QMP"].get("version") or {}):
+        raise _not_qemu(path, f"its greeting {shown} names no QEMU version")
+    return greeting
+
+
+def _not_qemu(path: Path, why: str) -> InputError:
+    todo = "pass the PATH QEMU was started with: -qmp unix:PATH,server=on,wait=off"
+    return InputError(f"{path} is not a QEMU QMP socket", why, todo)
 
 
 def connect_libvirt(domain: str, uri: str = "qemu:///system", device: str | None = None) -> Machine:
