@@ -49,7 +49,7 @@ class Lab:
     def __init__(self, path: str | Path | None = None) -> None:
         self._temporary = path is None
         self.path = Path(tempfile.mkdtemp(prefix="qblocknb-")) if path is None else Path(path).resolve()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private from the start, not just after chmod
         self.path.chmod(0o700)
         self.machines: list[Machine] = []
         self._socket_dir: Path | None = None
@@ -195,8 +195,11 @@ class Lab:
         return machine
 
     def _socket_path(self, name: str) -> Path:
-        """A QMP socket path short enough for AF_UNIX, inside the lab when it fits."""
-        if len(str(self.path / name)) <= MAX_SOCKET_PATH:
+        """A QMP socket path short enough for AF_UNIX, inside the lab when it fits.
+
+        A lab path with a comma goes elsewhere too: QEMU's ``-qmp unix:PATH,server=on`` would split it there.
+        """
+        if len(str(self.path / name)) <= MAX_SOCKET_PATH and "," not in str(self.path):
             return self.path / name
         if self._socket_dir is None:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="qbn-"))
