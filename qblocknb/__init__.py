@@ -28,9 +28,11 @@ from qblocknb.live.attach import connect, connect_libvirt
 from qblocknb.live.jobs import Job
 from qblocknb.live.lab import Lab
 from qblocknb.live.machine import Machine
+from qblocknb.live.plan import StepFailed, plan
 from qblocknb.migration import tls
 from qblocknb.migration.flow import MigrationError, StorageMigration, launch_destination, migrate_storage
 from qblocknb.model.chain import Bitmap, Chain, ChainDiff, Image, JobInfo, RetiredImage
+from qblocknb.model.planner import Plan
 from qblocknb.model.predict import Prediction, predict
 from qblocknb.render import render
 
@@ -39,6 +41,16 @@ _LAZY = {
     "plot_timeline": ("qblocknb.widgets.plots", "plot_timeline"),
     "MigrationView": ("qblocknb.widgets.migrationview", "MigrationView"),
 }
+
+
+def _plan_html(the_plan: Plan) -> str:
+    """A notebook shows a plan as its steps and the diagram of each chain on the way (the widgets' HTML)."""
+    from qblocknb.widgets.planview import plan_html
+
+    return plan_html(the_plan)
+
+
+Plan._repr_html_ = _plan_html
 moved.install()  # code that imports qblocknb.seedchain, qblocknb.machine, ... (the old paths) keeps working
 
 
@@ -68,9 +80,11 @@ __all__ = [
     "Machine",
     "MigrationError",
     "MigrationView",
+    "Plan",
     "Prediction",
     "QEMUGone",
     "RetiredImage",
+    "StepFailed",
     "StorageMigration",
     "Timeout",
     "ToolError",
@@ -82,6 +96,7 @@ __all__ = [
     "incremental",
     "launch_destination",
     "migrate_storage",
+    "plan",
     "plot_timeline",
     "predict",
     "render",

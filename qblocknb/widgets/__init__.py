@@ -2,8 +2,10 @@
 
 ``Dashboard(vm)`` composes the rest: ``ChainView`` (the diagram, redrawn by
 itself), a ``JobMonitor`` per running job, one form per seed command and a
-qmp-shell ``Console``.  Every widget changes only traits, so events arriving
-on the session's thread update them safely.
+qmp-shell ``Console``.  ``PlanView`` picks a goal chain by ticking the
+images to keep, and shows and runs ``qb.plan``'s plan for it.  Every widget
+changes only traits, so events arriving on the session's thread update them
+safely.
 """
 
 from qblocknb.widgets.chainview import ChainView
@@ -12,6 +14,7 @@ from qblocknb.widgets.dashboard import Dashboard
 from qblocknb.widgets.form import CommandForm
 from qblocknb.widgets.forms import FORMS, BackupForm, CommitForm, MirrorForm, SnapshotForm, StreamForm
 from qblocknb.widgets.jobmonitor import JobMonitor
+from qblocknb.widgets.planview import PlanView
 from qblocknb.widgets.refresher import Refresher
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "Dashboard",
     "JobMonitor",
     "MirrorForm",
+    "PlanView",
     "Refresher",
     "SnapshotForm",
     "StreamForm",
