@@ -123,7 +123,7 @@ class HistoryFrame(pd.DataFrame):
             raise Error(
                 "this session cannot be written as a pytest file",
                 "the images it started from were not recorded",
-                "start the session from qblocknb.live.recorder.RecordingLab() instead of qb.Lab()",
+                "start it from qblocknb.live.recorder.RecordingLab() with a plain launch (no guest, incoming, wrapper)",
             )
         return history.exporter(Path(path))
 
