@@ -8,7 +8,7 @@ import qblocknb as qb
 from qblocknb.live import images
 from qblocknb.live.graphreader import read_block_graph
 from qblocknb.model.blockgraph import DEBUG_SOURCE, NAMED_SOURCE, BlockGraph
-from qblocknb.model.permissions import permission_conflict
+from qblocknb.model.permissions import conflict_todo, permission_conflict
 from qblocknb.render import graph_text, render, svg
 from qblocknb.render.fullgraph import LEGEND, abbreviate
 from qblocknb.teaching.seedchain import expected_view
@@ -208,6 +208,7 @@ def test_the_older_conflict_wording_and_unknown_text():
         ("write",),
     )
     assert permission_conflict("Node 'node-D' is busy: block device is in use by block job: stream") is None
+    assert conflict_todo(old) == conflict.todo() and conflict_todo("Node 'node-D' is busy") == ""
 
 
 def test_named_nodes_with_a_children_list_keep_their_roles():

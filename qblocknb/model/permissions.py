@@ -78,3 +78,9 @@ def _user(text: str) -> str:
     """``node 'node-C'`` -> ``node-C``; ``block device 'virtio0'`` -> ``virtio0``; others as QEMU wrote them."""
     found = _USER.match(text.strip())
     return found["name"] if found else text.strip()
+
+
+def conflict_todo(text: str) -> str:
+    """What to do about a refusal: the conflict's edge on the full diagram, or "" when it is no conflict."""
+    conflict = permission_conflict(text)
+    return conflict.todo() if conflict is not None else ""
