@@ -258,7 +258,9 @@ def _move(
     for retired in after.retired[len(state.chain.retired) :]:
         below = state.chain.files[: state.chain.files.index(retired.file)]
         retirements.append(Retirement(retired.file, retired.valid, retired.note, frozenset(below)))
-    chain = replace(after, retired=tuple(_retired_image(after, r) for r in retirements))
+    mine = {r.file for r in retirements}
+    earlier = tuple(r for r in after.retired if r.file not in mine)  # images that left before this plan
+    chain = replace(after, retired=earlier + tuple(_retired_image(after, r) for r in retirements))
     held = {file: part for file, part in held.items() if file in chain.files}
     return Move(command, arguments, kind, summary, copies, state, State(chain, held, tuple(retirements)))
 

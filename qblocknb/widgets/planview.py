@@ -15,8 +15,7 @@ from html import escape
 import ipywidgets as widgets
 
 from qblocknb.errors import Error
-from qblocknb.live.plan import plan as make_plan
-from qblocknb.live.plan import read_allocation, run_plan
+from qblocknb.live.plan import plan, read_allocation, run_plan
 from qblocknb.model.chain import Chain
 from qblocknb.model.palette import OK
 from qblocknb.model.planmoves import Layout, Move
@@ -24,23 +23,26 @@ from qblocknb.model.planner import Plan
 from qblocknb.widgets.html import code_html, diagram_html, error_html, note_html
 
 
-def plan_html(plan: Plan) -> str:
+def plan_html(the_plan: Plan) -> str:
     """The plan as HTML: its cost, each step with its command and the chain after it, what it rejected."""
-    parts = [f"<div><b>Plan: {escape(str(plan.start))} → {escape(plan.goal)}</b></div>", note_html(str(plan.cost))]
-    parts.append(diagram_html(plan.start, "Now", fit=True))
-    if not plan.steps:
+    parts = [
+        f"<div><b>Plan: {escape(str(the_plan.start))} → {escape(the_plan.goal)}</b></div>",
+        note_html(str(the_plan.cost)),
+    ]
+    parts.append(diagram_html(the_plan.start, "Now", fit=True))
+    if not the_plan.steps:
         parts.append(note_html("The chain is the goal already: nothing to do."))
-    before = plan.start
-    for number, step in enumerate(plan.steps, 1):
+    before = the_plan.start
+    for number, step in enumerate(the_plan.steps, 1):
         caption = f"{number}. {step.summary}"
         parts += [code_html(f"(QEMU) {step.shell_line}"), code_html(step.json)]
         parts.append(diagram_html(step.chain, caption, fit=True, diff_from=before))
         before = step.chain
-    if plan.alternatives:
+    if the_plan.alternatives:
         items = "".join(
             f"<li><code>{escape('; '.join(s.shell_line for s in alternative.steps))}</code>: "
             f"{escape(alternative.reason)}</li>"
-            for alternative in plan.alternatives
+            for alternative in the_plan.alternatives
         )
         parts.append(f"<div><b>Rejected</b><ul>{items}</ul></div>")
     return f'<div class="qb-plan">{"".join(parts)}</div>'
@@ -97,7 +99,7 @@ class PlanView(widgets.VBox):
     def update(self) -> Plan | None:
         """Plan for the goal the boxes describe; an impossible goal shows its sentence and disables Run."""
         try:
-            self.plan = make_plan(self.vm, self.goal, allocation=self._allocation)
+            self.plan = plan(self.vm, self.goal, allocation=self._allocation)
         except Error as error:
             self.plan = None
             self.error.value = error_html(error)
