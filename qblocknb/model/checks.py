@@ -140,11 +140,14 @@ def _check_target(command: str, arguments: dict, chain: Chain, known_nodes: set[
     check_new_file(command, "target", target, arguments.get("mode"), chain, cwd)
 
 
-def check_new_file(command: str, role: str, name: str, mode: str | None, chain: Chain, cwd: Path | None) -> None:
+def check_new_file(
+    command: str, role: str, name: str, mode: str | None, chain: Chain, cwd: Path | None, on_host: bool = True
+) -> None:
     """A file QEMU is to create (or, with ``mode=existing``, open) for a job's target or a snapshot's overlay.
 
-    Refused: a file of the chain or another open image, a missing or unwritable folder, and an existing file
-    without ``mode=existing`` (QEMU would overwrite it with a new, empty image).
+    Refused: a file of the chain or another open image, and, when ``on_host`` says QEMU's files are this host's,
+    a missing or unwritable folder and an existing file without ``mode=existing`` (QEMU would overwrite it with
+    a new, empty image).
     """
     path = resolve(name, cwd)
     open_image = _open_image(chain, path, cwd)
@@ -154,6 +157,8 @@ def check_new_file(command: str, role: str, name: str, mode: str | None, chain: 
             "QEMU would overwrite an image in use",
             "pick a new file name",
         )
+    if not on_host:
+        return
     if not path.parent.is_dir():
         raise InputError(
             f"{command}: the folder of {role} '{name}' does not exist",

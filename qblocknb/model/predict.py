@@ -139,7 +139,8 @@ def _snapshot(chain: Chain, arguments: dict, known: set[str], cwd: Path | None) 
             f"node names in use are {', '.join(sorted(known))}",
             "pick a new one, such as node-E",
         )
-    check_new_file(SNAPSHOT, "snapshot file", file, arguments.get("mode"), chain, cwd)
+    # QEMU's folder unknown (a QEMU we did not start, maybe on another host): only what the chain shows is checked
+    check_new_file(SNAPSHOT, "snapshot file", file, arguments.get("mode"), chain, cwd, on_host=cwd is not None)
     top = chain.active
     overlay = Image(
         file=file,
