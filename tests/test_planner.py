@@ -115,6 +115,22 @@ def test_the_choice_counts_bytes_first():
     assert plan.cost.pauses == 0 and "the guest keeps running" in str(plan.cost)
 
 
+def test_prefer_puts_points_in_time_before_bytes():
+    goal = "[b.qcow2] <-- [d.qcow2]"
+    cheapest = seed_plan(goal)
+    assert [s.command for s in cheapest.steps] == ["block-commit", "block-stream"] and cheapest.cost.bytes == 3 * MiB
+    keeping = make_plan(chain_from_notation(SEED), goal, SEED_ALLOCATION, prefer=("invalid",))
+    assert [without_job_id(s.shell_line) for s in keeping.steps] == [
+        "block-stream device=node-B",
+        "block-stream device=node-D base-node=node-B",
+    ]
+    assert keeping.cost.invalid == () and keeping.cost.bytes == 4 * MiB
+    reasons = [alternative.reason for alternative in keeping.alternatives]
+    assert "it leaves c.qcow2 invalid, where the chosen plan leaves none invalid" in reasons
+    with pytest.raises(qb.InputError, match="prefer= names 'speed', which is no criterion"):
+        make_plan(chain_from_notation(SEED), goal, prefer=("speed",))
+
+
 def test_a_new_copy_with_the_old_base_mirrors_the_top_then_streams_into_the_copy():
     plan = seed_plan("[a.qcow2] <-- [e.qcow2]")
     assert [without_job_id(s.shell_line) for s in plan.steps] == [

@@ -41,14 +41,16 @@ def plan(
     source: Machine | Chain | str,
     goal: str | Chain | Sequence[str],
     allocation: dict[str, Layout] | None = None,
+    prefer: str | Sequence[str] = (),
 ) -> Plan:
     """The plan from ``source`` (a Machine, a Chain, or a chain in the seed's notation) to ``goal``.
 
-    An impossible goal is refused with an InputError, before anything is sent to QEMU.
+    An impossible goal is refused with an InputError, before anything is sent to QEMU; ``prefer`` changes
+    the order plans are compared in (``prefer=("invalid",)`` keeps points in time before saving bytes).
     """
     if not isinstance(source, Machine):
         chain = chain_from_notation(source) if isinstance(source, str) else source
-        return make_plan(chain, goal, allocation)
+        return make_plan(chain, goal, allocation, prefer=prefer)
     chain = source.chain()
     for target in parse_goal(chain, goal).new:
         path = source.host_path(target)
@@ -60,7 +62,7 @@ def plan(
             )
     if allocation is None:
         allocation = read_allocation(source, chain)
-    return make_plan(chain, goal, allocation, {job.id for job in source.job_list})
+    return make_plan(chain, goal, allocation, {job.id for job in source.job_list}, prefer)
 
 
 def read_allocation(vm: Machine, chain: Chain) -> dict[str, Layout]:

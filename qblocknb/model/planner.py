@@ -153,9 +153,10 @@ class Cost:
     invalid: tuple[str, ...]
     steps: int
 
-    def key(self) -> tuple[int, int, int, int]:
-        """The counts of CRITERIA, in order."""
-        return (self.pauses, self.bytes, len(self.invalid), self.steps)
+    def key(self, criteria: Sequence[str] = CRITERIA) -> tuple[int, ...]:
+        """The counts of ``criteria``, in that order."""
+        counts = {"pauses": self.pauses, "bytes": self.bytes, "invalid": len(self.invalid), "steps": self.steps}
+        return tuple(counts[criterion] for criterion in criteria)
 
     def __str__(self) -> str:
         left = f"leaves {', '.join(self.invalid)} invalid" if self.invalid else "leaves no image invalid"
@@ -187,9 +188,10 @@ class Route:
     def kinds(self) -> tuple[str, ...]:
         return tuple(step.kind for step in self.steps)
 
-    def order(self) -> tuple:
+    def order(self, criteria: Sequence[str] = CRITERIA) -> tuple:
         """How routes are ranked: by cost, then streams before mirrors before commits, then by their lines."""
-        return (self.cost.key(), tuple(KINDS.index(kind) for kind in self.kinds), [s.shell_line for s in self.steps])
+        kinds = tuple(KINDS.index(kind) for kind in self.kinds)
+        return (self.cost.key(criteria), kinds, [s.shell_line for s in self.steps])
 
 
 class _Routed:
@@ -250,11 +252,17 @@ def make_plan(
     goal: str | Chain | Sequence[str],
     allocation: Mapping[str, Layout] | None = None,
     taken_job_ids: set[str] | frozenset[str] = frozenset(),
+    prefer: str | Sequence[str] = (),
 ) -> Plan:
-    """The plan from ``chain`` to ``goal``; ``allocation`` maps images to the ranges (or bytes) they hold."""
+    """The plan from ``chain`` to ``goal``; ``allocation`` maps images to the ranges (or bytes) they hold.
+
+    ``prefer`` names criteria to compare first, such as ``("invalid",)`` to keep points in time at the
+    price of copying more; the others follow in the usual order (CRITERIA).
+    """
+    criteria = _criteria(prefer)
     wanted = parse_goal(chain, goal)
     start = State.start(chain, allocation)
-    routes = sorted(_search(start, wanted, _job_ids(taken_job_ids)), key=Route.order)
+    routes = sorted(_search(start, wanted, _job_ids(taken_job_ids)), key=lambda route: route.order(criteria))
     shown = " <-- ".join(f"[{Image(file, '', 0).name}]" for file in wanted.files)
     if not routes:
         raise InputError(
@@ -263,26 +271,41 @@ def make_plan(
             "keep the active layer's data: drop images, or add new copy targets on top",
         )
     chosen = routes[0]
-    alternatives = [Alternative(route, why_not(route.cost, chosen.cost)) for route in _rejected(routes)]
+    alternatives = [
+        Alternative(route, why_not(route.cost, chosen.cost, criteria)) for route in _rejected(routes, criteria)
+    ]
     return Plan(shown, chosen, tuple(alternatives))
 
 
-def _rejected(routes: list[Route]) -> list[Route]:
+def _criteria(prefer: str | Sequence[str]) -> tuple[str, ...]:
+    """The criteria in the order plans are compared: the preferred ones first."""
+    first = (prefer,) if isinstance(prefer, str) else tuple(prefer)
+    unknown = [name for name in first if name not in CRITERIA]
+    if unknown:
+        raise InputError(
+            f"prefer= names {', '.join(map(repr, unknown))}, which is no criterion",
+            f"plans are compared by {', '.join(CRITERIA)}",
+            "pass some of those, such as prefer=('invalid',)",
+        )
+    return (*first, *(name for name in CRITERIA if name not in first))
+
+
+def _rejected(routes: list[Route], criteria: tuple[str, ...]) -> list[Route]:
     """A few rejected routes that say different things: for each criterion on which routes lose, the best
     route of each kind of step mix, taken in turns across the criteria, then in the order they rank."""
     chosen = routes[0]
-    groups: dict[tuple, Route] = {(frozenset(chosen.kinds), len(CRITERIA)): chosen}
+    groups: dict[tuple, Route] = {(frozenset(chosen.kinds), None): chosen}
     for route in routes[1:]:
-        groups.setdefault((frozenset(route.kinds), deciding(route.cost, chosen.cost)), route)
-    by_criterion: dict[int, list[Route]] = {}
+        groups.setdefault((frozenset(route.kinds), deciding(route.cost, chosen.cost, criteria)), route)
+    by_criterion: dict[str | None, list[Route]] = {}
     for (_kinds, criterion), route in list(groups.items())[1:]:
         by_criterion.setdefault(criterion, []).append(route)
     picked: list[Route] = []
     while len(picked) < MAX_ALTERNATIVES and any(by_criterion.values()):
-        for criterion in sorted(by_criterion):
-            if by_criterion[criterion] and len(picked) < MAX_ALTERNATIVES:
-                picked.append(by_criterion[criterion].pop(0))
-    return sorted(picked, key=Route.order)
+        for routes_losing in by_criterion.values():
+            if routes_losing and len(picked) < MAX_ALTERNATIVES:
+                picked.append(routes_losing.pop(0))
+    return sorted(picked, key=lambda route: route.order(criteria))
 
 
 def _job_ids(taken: set[str] | frozenset[str]) -> list[str]:
@@ -311,15 +334,14 @@ def _search(start: State, goal: Goal, job_ids: list[str]) -> list[Route]:
     return found
 
 
-def deciding(rejected: Cost, chosen: Cost) -> int:
-    """The first criterion (an index into CRITERIA) on which ``rejected`` differs; ``len(CRITERIA)`` for none."""
-    differs = [number for number, (a, b) in enumerate(zip(rejected.key(), chosen.key(), strict=True)) if a != b]
-    return differs[0] if differs else len(CRITERIA)
+def deciding(rejected: Cost, chosen: Cost, criteria: Sequence[str] = CRITERIA) -> str | None:
+    """The first of ``criteria`` on which ``rejected`` differs from ``chosen``; None when they cost the same."""
+    return next((c for c in criteria if rejected.key((c,)) != chosen.key((c,))), None)
 
 
-def why_not(rejected: Cost, chosen: Cost) -> str:
+def why_not(rejected: Cost, chosen: Cost, criteria: Sequence[str] = CRITERIA) -> str:
     """One sentence: the first count, in the order plans are compared, on which ``rejected`` loses."""
-    criterion = CRITERIA[deciding(rejected, chosen)] if deciding(rejected, chosen) < len(CRITERIA) else None
+    criterion = deciding(rejected, chosen, criteria)
     if criterion == "pauses":
         return f"it pauses the guest {rejected.pauses} times, where the chosen plan keeps it running"
     if criterion == "bytes":
