@@ -17,6 +17,7 @@ QEMU lacks it (edges guessed from file names, roles and permissions unknown); ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qblocknb.model.chain import FILTER_DRIVERS, PROTOCOL_DRIVERS, device_id
@@ -84,8 +85,8 @@ class BlockGraph:
         graph: dict,
         named_nodes: list[dict],
         blocks: list[dict],
-        jobs: list[dict] = (),
-        exports: list[dict] = (),
+        jobs: Sequence[dict] = (),
+        exports: Sequence[dict] = (),
     ) -> BlockGraph:
         """From ``x-debug-query-block-graph``, named with the other queries' answers (its ids change per call)."""
         drivers = {n["node-name"]: n for n in named_nodes}
@@ -120,7 +121,7 @@ class BlockGraph:
 
     @classmethod
     def from_named_nodes(
-        cls, named_nodes: list[dict], blocks: list[dict], jobs: list[dict] = (), exports: list[dict] = ()
+        cls, named_nodes: list[dict], blocks: list[dict], jobs: Sequence[dict] = (), exports: Sequence[dict] = ()
     ) -> BlockGraph:
         """From ``query-named-block-nodes`` alone: edges follow ``children`` where QEMU lists them, else file
         names (a format over the protocol node of its file, a filter over the format node of its file, an
@@ -132,18 +133,18 @@ class BlockGraph:
         ]
         key = {n.name: n.key for n in nodes}
         edges = [e for raw in named_nodes for e in _guessed_children(raw, named_nodes, key)]
-        for i, block in enumerate(b for b in blocks if b.get("inserted")):
-            nodes.append(GraphNode(f"d{i}", device_id(block), "device"))
-            edges.append(GraphEdge(f"d{i}", key[block["inserted"]["node-name"]], "root"))
-        for i, export in enumerate(exports):
-            nodes.append(GraphNode(f"e{i}", export["id"], "export", export.get("type", "")))
-            edges.append(GraphEdge(f"e{i}", key[export["node-name"]], "root"))
-        for i, job in enumerate(jobs):  # QEMU names no node of a job here; only the node its id may name
-            nodes.append(GraphNode(f"j{i}", job["device"], "job", job["type"]))
-            for held in job.get("nodes", ()):
-                if held in key:
-                    edges.append(GraphEdge(f"j{i}", key[held], None))
-        return cls(tuple(nodes), tuple(edges), NAMED_SOURCE)
+        users = [
+            GraphNode(f"d{i}", device_id(b), "device") for i, b in enumerate(b for b in blocks if b.get("inserted"))
+        ]
+        used = [[b["inserted"]["node-name"]] for b in blocks if b.get("inserted")]
+        users += [GraphNode(f"e{i}", e["id"], "export", e.get("type", "")) for i, e in enumerate(exports)]
+        used += [[e["node-name"]] for e in exports]
+        users += [GraphNode(f"j{i}", j["device"], "job", j["type"]) for i, j in enumerate(jobs)]
+        used += [list(j.get("nodes", ())) for j in jobs]  # query-block-jobs names none: what the caller knows
+        for user, names in zip(users, used, strict=True):
+            role = None if user.kind == "job" else "root"
+            edges += [GraphEdge(user.key, key[name], role) for name in names if name in key]
+        return cls(tuple(nodes + users), tuple(edges), NAMED_SOURCE)
 
 
 def driver_kind(driver: str) -> str:
