@@ -14,6 +14,7 @@ from qblocknb.model.chain import Chain, Image
 from qblocknb.model.jobstate import MAX_ROWS, JobState
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "job-events.json").read_text())
+FAULTS = json.loads((Path(__file__).parent / "data" / "fault-events.json").read_text())  # tools/record_fault_events.py
 COMMANDS = {
     "stream": ("block-stream", {"device": "node-D", "base-node": "node-B"}),
     "active_commit_complete": ("block-commit", {"device": "node-D"}),
@@ -103,7 +104,11 @@ def test_a_paused_job_waits_for_resume_and_an_io_error_says_so():
     state = replay("stream_paused_and_resumed")
     assert "paused" in list(state.events["status"])
     failed = replay("backup_write_error")
-    assert failed.io_error == "write error, action report"
+    assert failed.io_error == "write error, reported"
+    assert str(failed.failure()) == (
+        "job 'job0' (blockdev-backup) failed: Input/output error (write error, reported); "
+        "see job.events for the whole story."
+    )
 
 
 def test_images_leave_the_chain_only_by_a_completed_job_that_pivoted_where_it_must():
@@ -137,3 +142,63 @@ def test_a_long_running_jobs_timeline_stays_bounded():
     assert timeline["t"].is_monotonic_increasing and timeline["offset"].is_monotonic_increasing
     assert timeline["t"].iloc[0] == 0.0 and timeline["offset"].iloc[-1] == 179_999, "start and end are kept"
     assert timeline["t"].diff().max() < 60, "the whole hour is still there, at a coarser grain"
+
+
+def statuses_and_verdicts(name: str, command: str) -> list[tuple]:
+    """Replay a recorded fault sequence; after each event: status, the error in words, and what a wait would say."""
+    state = JobState("job0", command, {"device": "node-D", "target": "node-E", "sync": "full"}, None, started=0.0)
+    seen = []
+    for number, event in enumerate(FAULTS[name]["events"]):
+        state.apply_event(event, now=float(number))
+        stuck = state.stuck("end")
+        seen.append((str(state.status), state.io_error, state.stopped_on_error, stuck and str(stuck)))
+    return seen
+
+
+@pytest.mark.parametrize("name", ["mirror_stop_resume_complete", "mirror_enospc_nospace_resume_complete"])
+def test_a_job_qemu_stopped_on_an_error_waits_for_resume_and_says_so(name):
+    seen = statuses_and_verdicts(name, "blockdev-mirror")
+    paused = (
+        "job 'job0' (blockdev-mirror) is paused on an I/O error and will not end: QEMU stopped it on a write error, "
+        "as its error policy says; call job.resume() once the fault is fixed, or job.cancel(force=True) to give up."
+    )
+    assert seen[2:5] == [
+        ("running", "write error, stopped", False, None),  # BLOCK_JOB_ERROR comes first, then the pause
+        ("paused", "write error, stopped", True, paused),
+        ("running", "write error, stopped", False, None),  # resumed (by the Job's verb, which also clears the error)
+    ]
+    assert seen[-1][0] == "null"
+    state = JobState("job0", "blockdev-mirror", {"device": "node-D"}, None, started=0.0)
+    for event in FAULTS[name]["events"][:4]:
+        state.apply_event(event, now=1.0)
+    assert state.verb_refusal("resume") is None, "QEMU marks a job it stopped as paused by the user"
+    assert str(state.verb_refusal("pause")) == (
+        "cannot pause job 'job0': QEMU already paused it on an I/O error; call job.resume() instead."
+    )
+    state.resumed()
+    assert (state.io_error, state.io_status, state.stopped_on_error) == (None, "ok", False)
+
+
+def test_an_ignored_error_is_kept_and_a_reported_one_ends_the_job():
+    ignored = statuses_and_verdicts("mirror_ignore_complete", "blockdev-mirror")
+    assert ignored[2] == ("running", "write error, ignored", False, None)
+    assert {row[1] for row in ignored[2:]} == {"write error, ignored"}, "the job goes on, the error stays on record"
+    reported = statuses_and_verdicts("backup_report", "blockdev-backup")
+    assert ("paused", None, False, None) in reported, "QEMU pauses jobs briefly on its own: no error, no verdict"
+    assert reported[-1] == ("null", "write error, reported", False, None)
+
+
+def test_the_events_frame_has_each_errors_operation_and_action():
+    state = JobState("job0", "blockdev-backup", {"device": "node-D"}, None, started=0.0)
+    for number, event in enumerate(FAULTS["backup_report"]["events"]):
+        state.apply_event(event, now=float(number))
+    errors = state.events[state.events["event"] == "BLOCK_JOB_ERROR"]
+    assert list(zip(errors["operation"], errors["action"], strict=True)) == [("write", "report")]
+    assert state.info().fault == "write error, reported"
+
+
+def test_the_timeline_keeps_the_io_status_of_a_stopped_job():
+    state = JobState("job0", "blockdev-mirror", {"device": "node-D"}, None, started=0.0)
+    row = {"status": "paused", "offset": 0, "len": 10, "speed": 0, "busy": False, "paused": True, "ready": False}
+    assert state.apply_sample({**row, "io-status": "nospace"}, at=1.0)
+    assert state.io_status == "nospace" and list(state.timeline["io-status"]) == ["nospace"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import astuple, replace
 from html import unescape
 
 import pytest
@@ -11,6 +11,8 @@ import pytest
 import qblocknb as qb
 from qblocknb.migration.flow import StorageMigration, launch_destination
 from qblocknb.model.chain import Bitmap, Chain, Image, JobInfo, RetiredImage
+from qblocknb.model.jobfaults import FaultedJobInfo
+from qblocknb.model.palette import ERROR
 from qblocknb.model.predict import PREVIEW_STATUS
 from qblocknb.render import dot_available, png, render, save, style, svg, text
 from qblocknb.teaching.seedchain import expected_view
@@ -129,6 +131,17 @@ def test_a_mirror_target_is_drawn_outside_the_chain():
     assert "outside the chain" in target and "e.qcow2" in target
     assert "job1 · mirror · running · 25%" in element(picture, "job:job1")
     assert x_of(picture, "target:e.qcow2") > x_of(picture, "image:node-D")
+
+
+@pytest.mark.parametrize(("fault", "status"), [("write error, stopped", "paused"), ("read error, ignored", "running")])
+def test_a_job_that_met_an_io_error_is_drawn_in_the_error_colour_and_names_it(fault, status):
+    job = FaultedJobInfo("job1", "mirror", status, MiB, 4 * MiB, "node-D", "e.qcow2", fault=fault)
+    chain = seed_chain(jobs=(job,), targets=(Image("e.qcow2", "qcow2", 64 * MiB, 0),))
+    arrow = element(svg_of(chain), "job:job1")
+    assert f"job1: {fault}" in arrow and f"mirror · {status} · 25%" in arrow
+    assert arrow.count(ERROR) >= 3 and style.job_colour("mirror") not in arrow, "line, head and text in red"
+    plain = element(svg_of(replace(chain, jobs=(JobInfo(*astuple(job)[:-1]),))), "job:job1")
+    assert "error" not in plain and style.job_colour("mirror") in plain, "without a fault the arrow is as before"
 
 
 NBD = "nbd:localhost:49153:exportname=node-TargetDisk"

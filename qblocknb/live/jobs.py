@@ -88,11 +88,7 @@ class Job(JobState):
         """
         self._wait_until(lambda: self.ended, timeout, "end")
         if self.outcome == Outcome.FAILED:
-            raise JobError(
-                f"job '{self.id}' ({self.command}) failed",
-                self.error or "QEMU reported an error",
-                "see job.events for the whole story",
-            )
+            raise self.failure()
         if self.command in ("blockdev-backup", "blockdev-mirror") and self.target and self._gone("flush") is None:
             self._flush_target()
         return self
@@ -109,6 +105,8 @@ class Job(JobState):
         with self._cond:
             while not done():
                 if self.ended:
+                    if waiting_for_ready and self.outcome == Outcome.FAILED:
+                        raise self.failure()
                     if waiting_for_ready:
                         raise JobError(
                             f"job '{self.id}' ({self.command}) ended without becoming ready",
@@ -161,7 +159,7 @@ class Job(JobState):
             self.user_paused = True
             self._settle(lambda: self.status in ("paused", "standby"))
         elif verb == "resume":
-            self.user_paused, self.io_error = False, None
+            self.resumed()
             self._settle(lambda: self.status not in ("paused", "standby"))  # so resume().complete() finds it ready
         elif verb == "set-speed":
             self.speed = int(arguments["speed"])

@@ -11,6 +11,15 @@ sequences in a test and answer the same as on a live QEMU::
     >>> print(state.verb_refusal("pause"))
     cannot pause job 'job0': it has already ended (completed); look at job.events to see how, or start a new job.
 
+An I/O error the job meets arrives as ``BLOCK_JOB_ERROR``; under the policy ``stop`` QEMU pauses the job::
+
+    >>> error = {"event": "BLOCK_JOB_ERROR", "data": {"device": "job0", "operation": "write", "action": "stop"}}
+    >>> state = JobState("job1", "blockdev-mirror", {"device": "node-D"}, None, started=100.0)
+    >>> state.apply_event(error, now=101.0)
+    >>> state.apply_event({"event": "JOB_STATUS_CHANGE", "data": {"id": "job1", "status": "paused"}}, now=101.0)
+    >>> state.io_error, state.stopped_on_error, state.verb_refusal("resume") is None
+    ('write error, stopped', True, True)
+
 ``qblocknb.live.jobs.Job`` adds the waiting, the verbs that talk to QEMU and the listeners.
 """
 
@@ -22,6 +31,7 @@ import pandas as pd
 
 from qblocknb.errors import Error, JobError
 from qblocknb.model.chain import Chain, JobInfo, RetiredImage
+from qblocknb.model.jobfaults import FaultedJobInfo, Faults
 from qblocknb.model.predict import predict
 from qblocknb.model.vocabulary import ENDED, JOB_COMMANDS, VERB_STATES, JobStatus, JobType, Outcome
 
@@ -35,7 +45,7 @@ READY_CHOICES = {
     "commit": "call job.complete() to pivot the device to the base, or job.cancel() to leave the chain as it was",
 }
 TIMELINE_COLUMNS = ["t", "status", "offset", "len", "speed", "busy", "paused", "ready", "io-status"]
-EVENT_COLUMNS = ["time", "event", "status", "offset", "len", "speed", "error", "data"]
+EVENT_COLUMNS = ["time", "event", "status", "offset", "len", "speed", "error", "operation", "action", "data"]
 IDLE_ROW_GAP = 1.0  # seconds between unchanged timeline rows of a job that sits still
 MAX_ROWS = 10_000  # a job's timeline past this is thinned: a day-long job costs what a few minutes do
 IDLE_STATUSES = {"ready", "standby", "paused"}
@@ -69,7 +79,7 @@ def event_time(event: dict) -> float:
     return stamp.get("seconds", 0) + stamp.get("microseconds", 0) / 1e6
 
 
-class JobState:
+class JobState(Faults):
     """What is known of one QEMU block job: status, progress, outcome, every event and every sample."""
 
     def __init__(
@@ -92,7 +102,8 @@ class JobState:
         self.ready = False
         self.outcome: Outcome | None = None
         self.error: str | None = None
-        self.io_error: str | None = None
+        self.last_fault: dict | None = None  # the data of the last BLOCK_JOB_ERROR (operation, action), until a resume
+        self.io_status = "ok"  # query-block-jobs' io-status: ok, failed or nospace (set by a stop, reset by resume)
         self.offset = 0
         self.length = 0
         self.speed = int(arguments.get("speed", 0) or 0)
@@ -122,8 +133,9 @@ class JobState:
         return self.offset / self.length if self.length else 0.0
 
     def info(self) -> JobInfo:
-        """This job as the chain diagram shows it."""
-        return JobInfo(self.id, self.type, self.status, self.offset, self.length, self.source, self.target)
+        """This job as the chain diagram shows it, with the I/O error it met."""
+        ends = (self.offset, self.length, self.source, self.target)
+        return FaultedJobInfo(self.id, self.type, self.status, *ends, fault=self.io_error)
 
     # -- input ------------------------------------------------------------------------------
     def apply_event(self, event: dict, now: float) -> None:
@@ -138,6 +150,8 @@ class JobState:
                 "len": data.get("len"),
                 "speed": data.get("speed"),
                 "error": data.get("error"),
+                "operation": data.get("operation"),
+                "action": data.get("action"),
                 "data": data,
             }
         )
@@ -153,7 +167,7 @@ class JobState:
         elif name == "BLOCK_JOB_CANCELLED":
             self.outcome = Outcome.CANCELLED
         elif name == "BLOCK_JOB_ERROR":
-            self.io_error = f"{data.get('operation')} error, action {data.get('action')}"
+            self.last_fault = data
         if self.ended and self.ended_at is None:
             self.ended_at = now
             self.outcome = self.outcome or Outcome.COMPLETED
@@ -177,6 +191,7 @@ class JobState:
             return False
         self._progress_from(info)
         self.speed = info.get("speed", self.speed)
+        self.io_status = info.get("io-status", self.io_status)
         self._samples.append(row)
         if len(self._samples) > MAX_ROWS:  # thin to half, at the finest grain that gets there
             self._samples = thinned(self._samples, self._grain)
@@ -269,7 +284,9 @@ class JobState:
                 f"QEMU accepts {verb} only when the job is {accepted}",
                 HINTS.get(verb, ""),
             )
-        if verb == "resume" and not self.user_paused and not self.io_error:
+        if self.fault_refusal(verb) is not None:
+            return self.fault_refusal(verb)
+        if verb == "resume" and not (self.user_paused or self.stopped_on_error):
             return JobError(f"cannot resume job '{self.id}'", "it was not paused", "pause it first with job.pause()")
         return None
 
@@ -283,12 +300,8 @@ class JobState:
             )
         if self.status in ("paused", "standby") and self.user_paused and not self.ending_requested:
             return JobError(f"job '{self.id}' is paused and will not {goal}", "you paused it", "call job.resume()")
-        if self.status == "paused" and self.io_error:
-            return JobError(
-                f"job '{self.id}' stopped on an I/O error and will not {goal}",
-                self.io_error,
-                "fix the cause and call job.resume(), or job.cancel(force=True)",
-            )
+        if self.stopped_on_error:
+            return self.paused_on_error(goal)
         if self.status == "pending" and self.finalize_expected:
             return JobError(
                 f"job '{self.id}' is pending and will not {goal}",

@@ -24,7 +24,7 @@ import graphviz
 
 from qblocknb.model.chain import Chain, ChainDiff, Image, JobInfo, RetiredImage, display_name
 from qblocknb.render import style
-from qblocknb.render.labels import image_label, job_caption, retired_label, target_label, writers
+from qblocknb.render.labels import image_label, job_caption, job_colour, retired_label, target_label, writers
 
 
 def svg_id(kind: str, name: str) -> str:
@@ -168,8 +168,12 @@ LONG_CHAIN = 100  # images; see _draw_job
 
 
 def _draw_job(graph: graphviz.Digraph, layout: _Layout, job: JobInfo) -> None:
-    """An arrow from where the job reads to where it writes, labelled with its id, type, status and progress."""
-    colour = style.job_colour(job.type)
+    """An arrow from where the job reads to where it writes, labelled with its id, type, status and progress.
+
+    A job that met an I/O error is drawn in the error colour, its label naming the error (``job0: write error,
+    stopped``).
+    """
+    colour = job_colour(job)
     source, target = layout.find(job.source), layout.find(job.target)
     if target is None and job.target:  # a target the chain does not know, such as an NBD export
         target = _draw_target(graph, layout, Image(file=job.target, format="?", virtual_size=0))

@@ -10,6 +10,13 @@ Everything that comes from QEMU is escaped, so a file name such as
     >>> job_caption(JobInfo("job0", "stream", "running", 1 << 20, 4 << 20))
     'job0 · stream · running · 25%'
 
+A job that met an I/O error says so first, in the palette's error colour (``job_colour``)::
+
+    >>> from qblocknb.model.jobfaults import FaultedJobInfo
+    >>> print(job_caption(FaultedJobInfo("job0", "mirror", "paused", 1 << 20, 4 << 20, fault="write error, stopped")))
+    job0: write error, stopped
+    mirror · paused · 25%
+
 A job target is labelled by the state of the job that writes it, never "not
 opened yet" once the job exists::
 
@@ -23,6 +30,7 @@ from collections.abc import Sequence
 from html import escape
 
 from qblocknb.model.chain import Bitmap, Image, JobInfo, RetiredImage, display_name
+from qblocknb.model.palette import ERROR
 from qblocknb.model.predict import PREVIEW_STATUS
 from qblocknb.model.sizes import human_size
 from qblocknb.render import style
@@ -140,12 +148,23 @@ def retired_label(retired: RetiredImage, colour: str) -> str:
     return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{"".join(rows)}</TABLE>>'
 
 
+def job_fault(job: JobInfo) -> str | None:
+    """The I/O error a job met (``write error, stopped``), when the job carries one."""
+    return getattr(job, "fault", None)
+
+
+def job_colour(job: JobInfo) -> str:
+    """The colour of a job's arrow: its type's, or the error colour once it met an I/O error."""
+    return ERROR if job_fault(job) else style.job_colour(job.type)
+
+
 def job_caption(job: JobInfo) -> str:
-    """``job0 · commit · running · 42%``: what the arrow of a running job says."""
-    parts = [job.id, job.type, job.status]
+    """``job0 · commit · running · 42%``: what the arrow of a running job says; an I/O error comes first."""
+    parts = [job.type, job.status] if job_fault(job) else [job.id, job.type, job.status]
     if job.length:
         parts.append(f"{job.offset / job.length:.0%}")
-    return " · ".join(parts)
+    caption = " · ".join(parts)
+    return f"{job.id}: {job_fault(job)}\n{caption}" if job_fault(job) else caption
 
 
 def flow_text(job: JobInfo) -> str:

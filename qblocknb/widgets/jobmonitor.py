@@ -6,7 +6,9 @@ drawn by matplotlib on the monitor's own thread; until its first drawing a
 line of text stands in its place (an empty image shows as a broken icon).
 A button is enabled only in the states where QEMU accepts its verb
 (``qblocknb.model.vocabulary.VERB_STATES``); a disabled one loses its colour, so that it
-does not look clickable.
+does not look clickable.  A job that met an I/O error gets a red line naming
+the operation, QEMU's action and ``io-status``; when QEMU paused it for that
+error (policy ``stop``), Resume is enabled: press it once the fault is fixed.
 
 ``JobMonitor(job, writer=vm.guest)`` also plots the guest's own writes (its
 writer's ``bytes_written``) under the job's progress, on the same time axis; a
@@ -54,10 +56,22 @@ def allowed_verbs(job: Job) -> dict[str, bool]:
     return {
         "complete": status in VERB_STATES["complete"],
         "cancel": status in VERB_STATES["cancel"],
-        "pause": status in VERB_STATES["pause"] and not job.user_paused,
-        "resume": status in VERB_STATES["resume"] and (job.user_paused or bool(job.io_error)),
+        "pause": status in VERB_STATES["pause"] and not (job.user_paused or job.stopped_on_error),
+        "resume": status in VERB_STATES["resume"] and (job.user_paused or job.stopped_on_error),
         "set-speed": status in VERB_STATES["set-speed"],
     }
+
+
+def fault_html(job: Job) -> str:
+    """A red line for the I/O error the job met: operation, action, io-status, and what to do; else nothing."""
+    if not job.io_error:
+        return ""
+    parts = [f"{job.id}: {job.io_error}"]
+    if job.io_status != "ok":
+        parts.append(f"io-status {job.io_status}")
+    if job.stopped_on_error:
+        parts.append("paused by QEMU: fix the fault, then press Resume")
+    return f'<span style="color:{ERROR}">⚠ {escape(" · ".join(parts))}</span>'
 
 
 def writer_source(writer: Any) -> Callable[[], pd.DataFrame] | None:
@@ -87,6 +101,7 @@ class JobMonitor(widgets.VBox):
         self.title = widgets.HTML(f"<b>{escape(job.id)}</b> · {escape(job.type)} ({escape(job.command)}) · {flow}")
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="320px"))
         self.status = widgets.HTML()
+        self.fault = widgets.HTML()
         self.numbers = widgets.HTML()
         self.speed = widgets.SelectionSlider(
             options=speed_options(job.speed),
@@ -110,6 +125,7 @@ class JobMonitor(widgets.VBox):
         children = [
             self.title,
             widgets.HBox([self.bar, self.status]),
+            self.fault,
             self.numbers,
             widgets.HBox([*self.buttons.values(), self.speed]),
             self.error,
@@ -146,6 +162,7 @@ class JobMonitor(widgets.VBox):
                 job.outcome or "", "info" if job.status == "ready" else ""
             )
             self.status.value = self._status_html()
+            self.fault.value = fault_html(job)
             self.numbers.value = self._numbers_html()
             allowed = allowed_verbs(job)
             for verb, button in self.buttons.items():
@@ -165,8 +182,6 @@ class JobMonitor(widgets.VBox):
         text = f"<b>{escape(job.status)}</b> · {job.progress:.0%}"
         if job.status == "ready":
             text += " · waiting for Complete (pivot) or Cancel"
-        if job.io_error:
-            text += f" · {escape(job.io_error)}"
         if job.outcome:
             colour = OUTCOME_COLOURS.get(job.outcome, INK)
             text += f' · <span style="color:{colour}">{escape(job.outcome)}</span>'
