@@ -153,6 +153,15 @@ def test_a_later_commit_below_a_streamed_out_image_makes_it_invalid_too():
     assert notes["d.qcow2"] == "invalid: do not use"
 
 
+def test_goals_come_as_notation_chains_or_names_and_steps_as_pairs():
+    chain = chain_from_notation(SEED)
+    by_chain = make_plan(chain, chain_from_notation("[a.qcow2] <-- [d.qcow2]"))
+    by_names = qb.plan(SEED, ["a.qcow2", "node-D"])
+    assert [tuple(step) for step in by_chain.steps] == [tuple(step) for step in by_names.steps]
+    [(command, arguments)] = by_names.steps
+    assert (command, arguments) == ("block-stream", {"device": "node-D", "base-node": "node-A", "job-id": "job0"})
+
+
 def test_a_chain_that_is_the_goal_needs_no_step_and_unknown_layouts_count_sizes():
     assert seed_plan(SEED).steps == () and seed_plan(SEED).cost.bytes == 0
     sized = chain_from_notation("[a.qcow2] <-- [b.qcow2]")

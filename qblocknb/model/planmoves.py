@@ -140,6 +140,10 @@ class Move:
     before: State
     after: State
 
+    def __iter__(self) -> Iterator:
+        """A step unpacks as its ``(command, arguments)`` pair."""
+        return iter((self.command, self.arguments))
+
     @property
     def shell_line(self) -> str:
         return format_line(self.command, self.arguments)
