@@ -9,6 +9,8 @@ notebook shows a line a person can act on instead of a traceback wall::
 
 from __future__ import annotations
 
+from qblocknb.model.permissions import conflict_todo
+
 
 class Error(Exception):
     """Base of every qblocknb error; its text is a complete sentence."""
@@ -38,7 +40,7 @@ class CommandError(Error):
 
     def __init__(self, command: str, error_class: str, desc: str, todo: str = "") -> None:
         self.command, self.error_class, self.desc = command, error_class, desc
-        todo = todo or "check the values it names against vm.chain() and vm.query_block_jobs()"
+        todo = todo or conflict_todo(desc) or "check the values it names against vm.chain() and vm.query_block_jobs()"
         super().__init__(f"QEMU refused '{command}'", f"{desc} ({error_class})", todo)
 
 

@@ -149,6 +149,7 @@ def test_a_permission_conflict_names_an_edge_of_the_full_graph(seed_vm):
     with pytest.raises(qb.CommandError) as refused:
         seed_vm.send("blockdev-backup", {"device": "node-D", "target": "node-B", "sync": "full", "job-id": "bad"})
     conflict = permission_conflict(refused.value.desc)
+    assert str(refused.value).endswith(f"; {conflict.todo()}."), "the refusal itself points at the edge"
     assert (conflict.holder, conflict.node, conflict.role, conflict.perms) == (
         "node-C",
         "node-B",
@@ -170,12 +171,8 @@ def test_render_full_asks_what_can_answer_and_refuses_a_chain(seed_vm):
     chain = seed_vm.chain()
     with pytest.raises(qb.InputError, match="pass the Machine itself"):
         qb.render(chain, full=True)
-
-    class Asked:  # anything with block_graph(), as the Machine
-        def block_graph(self) -> BlockGraph:
-            return read_block_graph(seed_vm)
-
-    assert "node-A" in qb.render(Asked(), full=True).source
+    graph = qb.render(seed_vm, full=True)
+    assert 'id="protocol:file-node-A"' in graph.source and "x-debug-query-block-graph" in graph.source
     assert qb.render(chain).name == "chain", "the seed-style chain stays the default"
 
 

@@ -19,12 +19,14 @@ from qblocknb.errors import Error, QEMUGone
 from qblocknb.live import images
 from qblocknb.live.blockstate import BlockState
 from qblocknb.live.chainreader import ChainReader, Checked
+from qblocknb.live.graphreader import read_block_graph
 from qblocknb.live.guestio import GuestIO
 from qblocknb.live.jobregistry import JobRegistry
 from qblocknb.live.jobs import Job
 from qblocknb.live.preflight import check_command
 from qblocknb.live.process import QemuProcess
 from qblocknb.live.schema import Schema
+from qblocknb.model.blockgraph import BlockGraph
 from qblocknb.model.chain import Chain, RetiredImage, device_id, disks, pick_disk
 from qblocknb.model.listeners import Listeners
 from qblocknb.model.paths import resolve
@@ -67,9 +69,7 @@ class Machine:
         return self.process.pid if self.process else None
 
     def alive(self) -> bool:
-        if self.process is not None:
-            return self.process.alive()
-        return self.session.connected
+        return self.process.alive() if self.process is not None else self.session.connected
 
     def gone_error(self, what: str) -> Error | None:
         """The error to raise if QEMU is gone, else None."""
@@ -244,6 +244,10 @@ class Machine:
     def chain(self, device: str | None = None) -> Chain:
         """The current backing chain of ``device`` (default ``vm.device``), with jobs and retired images."""
         return self.reader.chain(device or self._device)
+
+    def block_graph(self, source: str | None = None) -> BlockGraph:
+        """Every node QEMU has open, roles and permissions included: what ``qb.render(vm, full=True)`` draws."""
+        return read_block_graph(self, source)
 
     # -- guest I/O and verification ---------------------------------------------------------
     def write(self, device: str | None, offset: int | str, length: int | str, pattern: int = 0xCD) -> None:
