@@ -27,8 +27,10 @@ from qblocknb.model.palette import ERROR
 from qblocknb.render.labels import job_caption
 from qblocknb.teaching.seedchain import LAYERS, build_seed_chain, expected_view
 from qblocknb.widgets.jobmonitor import JobMonitor
+from qblocknb.widgets.plots import plot_timeline
 
 SEED = ["a.qcow2", "b.qcow2", "c.qcow2", "d.qcow2"]
+MiB = 1 << 20
 
 
 def faulty_seed_chain(lab: qb.Lab, faulty: str, fault: Fault) -> qb.Machine:
@@ -64,7 +66,12 @@ def on_disk(lab: qb.Lab, vm: qb.Machine, active: str = "d.qcow2") -> list[str]:
 
 
 def guest_reads(vm: qb.Machine, letters: str) -> bool:
-    """True when the guest, reading through QEMU, sees the layers ``letters`` (base first)."""
+    """True when the guest, reading through QEMU, sees the layers ``letters`` (base first).
+
+    A pattern no layer holds must not match first: ``vm.read_matches`` takes a failed read for a match, so this
+    also proves that no fault is left to trip the reads.
+    """
+    assert not vm.read_matches(vm.device, 0, 4 * MiB, 0xEE), "the reads fail, or the disk holds 0xEE"
     return all(vm.read_matches(vm.device, *run) for run in expected_view(letters))
 
 
@@ -237,6 +244,11 @@ def test_a_job_stopped_on_an_error_shows_in_the_monitor_and_the_diagram(lab):
         svg = graph.pipe(format="svg").decode()
         assert "job0: write error, stopped" in svg and "mirror · paused" in svg
         assert [image.node_name for image in chain.targets] == ["node-E"]
+
+        figure = plot_timeline(job)
+        marks = [line for line in figure.axes[0].lines if line.get_color() == ERROR]
+        assert len(marks) == 1 and [text.get_text() for text in figure.axes[0].texts] == ["write error, stopped"]
+        assert 0 <= marks[0].get_xdata()[0] <= job.timeline["t"].max(), "the error sits where it happened"
 
         monitor.press("resume")
         assert monitor.fault.value == "" and monitor.buttons["resume"].disabled

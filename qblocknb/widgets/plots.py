@@ -4,7 +4,9 @@
 through pandas onto a matplotlib ``Figure`` made without pyplot, so a
 notebook shows it once and a worker thread may draw it too.  With
 ``writer=vm.guest.writer_progress`` a panel shows the guest's own writes on the
-same time axis, so a job's progress and the guest's activity are seen together::
+same time axis, so a job's progress and the guest's activity are seen together.
+Each I/O error a job met (``BLOCK_JOB_ERROR``) is a dashed line in the error
+colour across the panels, named on the progress panel (``write error, stopped``)::
 
     >>> figure = plot_timeline([])
     >>> [axes.get_ylabel() for axes in figure.axes]
@@ -24,7 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from qblocknb.live.jobs import Job
-from qblocknb.model.palette import BACKGROUND, PURPLE, STATUS_COLOURS
+from qblocknb.model.jobfaults import fault_text
+from qblocknb.model.palette import BACKGROUND, ERROR, PURPLE, STATUS_COLOURS
 
 PANELS = ("progress", "throughput", "status")
 MiB = 1 << 20
@@ -96,8 +99,26 @@ def plot_timeline(
             _guest(ax, writer, wall_origin)
         else:
             {"progress": _progress, "throughput": _throughput, "status": _status}[panel](ax, frames)
+    for job in jobs:
+        for seconds, text in fault_marks(job, wall_origin):
+            for ax in axes[:, 0]:
+                ax.axvline(seconds, color=ERROR, linestyle="--", linewidth=1)
+            axes[0, 0].annotate(text, (seconds, 0.95), xycoords=("data", "axes fraction"), color=ERROR, fontsize=8)
     axes[-1, 0].set_xlabel("seconds since start")
     return figure
+
+
+def fault_marks(job: Job, wall_origin: float) -> list[tuple[float, str]]:
+    """Each ``BLOCK_JOB_ERROR`` of a job as (seconds on the plot's axis, ``write error, stopped``).
+
+    QEMU stamps events with this host's wall clock, as ``job.started_at`` is, so both share the axis.
+    """
+    events = job.events
+    errors = events[events["event"] == "BLOCK_JOB_ERROR"]
+    return [
+        (time.timestamp() - wall_origin, fault_text(operation, action))
+        for time, operation, action in zip(errors["time"], errors["operation"], errors["action"], strict=True)
+    ]
 
 
 def _guest(ax, writer: pd.DataFrame, wall_origin: float) -> None:
