@@ -134,7 +134,8 @@ class JobRegistry:
 
     # -- sampling ---------------------------------------------------------------------------
     def _ensure_sampler(self) -> None:
-        if self.monitoring() and (self._sampler is None or self._sampler.done()):
+        """Start sampling unless it runs already; a closed session gets none (it would start the loop for nothing)."""
+        if self.monitoring() and self.session.connected and (self._sampler is None or self._sampler.done()):
             self._sampler = loop.submit(self._sample_jobs())
 
     async def _sample_jobs(self) -> None:

@@ -29,6 +29,7 @@ Event = dict
 EventCallback = Callable[[Event], None]
 DEFAULT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 15.0
+EXIT_GRACE_STEPS = 25  # 20 ms each: how long a lost connection waits to see whether QEMU is exiting
 
 # qemu.qmp logs every lost connection as an error with a traceback; we report it as a sentence instead.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -57,6 +58,7 @@ class Session:
         self._pump: concurrent.futures.Future | None = None
         self._held = False  # this session keeps the event loop running
         self._closing = False
+        self._ended = threading.Event()  # set once a lost connection has been looked into and cleaned up
         self._lock = threading.Lock()
         self.lost: float | None = None  # when the connection ended without close() (QEMU died or closed it)
 
@@ -142,8 +144,13 @@ class Session:
             data = dict(event.result())
             self.listeners.notify(data)
         if not self._closing:
+            for _ in range(EXIT_GRACE_STEPS):  # QEMU closes its socket as it exits: let its exit be seen first
+                if self._gone("") is not None:
+                    break
+                await asyncio.sleep(0.02)
             self.lost = time.time()
         await self._disconnect()
+        self._ended.set()
 
     # -- commands ---------------------------------------------------------------------------
     def execute(
@@ -177,12 +184,17 @@ class Session:
 
     def closed_error(self, what: str, cause: BaseException | None = None) -> Error:
         """Why ``what`` failed on a connection that is closed or broken: QEMU's own end if it died, else the socket."""
+        if not self._closing and not self.connected:  # lost: the pump is finding out whether QEMU exited
+            self._ended.wait(EXIT_GRACE_STEPS * 0.02 + 1.0)
         gone = self._gone(what)
         if gone is not None:
             return gone
-        if self.connected and cause is not None:  # the connection still stands: say what broke
-            return QEMUGone(what, f"the QMP connection failed ({type(cause).__name__}: {cause})", "reconnect")
-        how = "was closed by QEMU or the system" if self.lost else "is closed"
+        if self.lost:
+            how = "was closed by QEMU or the system"
+        elif self.connected and cause is not None:  # the connection still stands: say what broke
+            how = f"failed ({type(cause).__name__}: {cause})"
+        else:
+            how = "is closed"
         return QEMUGone(
             what,
             f"the QMP connection to {self.where} {how}",

@@ -83,6 +83,13 @@ class Console(widgets.VBox):
             self._add(_block(f"started job {escape(result.id)} ({escape(result.type)})", OK))
         return result
 
+    def set_usable(self, why_not: str | None) -> None:
+        """Disable the prompt and Send while QEMU cannot take commands, and say why once; ``None`` enables them."""
+        disabled = why_not is not None
+        if disabled and not self.send_button.disabled:
+            self._add(_block(escape(why_not), ERROR))
+        self.prompt.disabled = self.send_button.disabled = disabled
+
     def close(self) -> None:
         self._subscription.remove()
         super().close()

@@ -2,7 +2,11 @@
 
 The chain view's thread drives the rest: every new chain goes to the forms
 (only the visible one redraws its preview), new jobs get a monitor, and the
-history frame is redrawn.
+history frame is redrawn.  A thread of its own watches, without asking QEMU,
+whether QEMU can still take commands: when it died, its socket closed or it
+was stopped, a red line says so and every button that would send something
+is disabled (again enabled if a stopped QEMU continues); the thread ends
+once QEMU is gone for good.
 """
 
 from __future__ import annotations
@@ -11,16 +15,47 @@ import threading
 
 import ipywidgets as widgets
 
+from qblocknb.errors import Error
 from qblocknb.live.jobs import Job
 from qblocknb.model.chain import Chain
 from qblocknb.widgets.chainview import ChainView
 from qblocknb.widgets.console import Console
 from qblocknb.widgets.forms import FORMS
+from qblocknb.widgets.html import error_html
 from qblocknb.widgets.jobmonitor import JobMonitor
+from qblocknb.widgets.refresher import Refresher
 
 HISTORY_ROWS = 15
 HISTORY_COLUMNS = ["time", "command", "arguments", "duration_s", "outcome", "error"]
 KEEP_ENDED = 1  # ended jobs whose monitor stays, so their outcome can be read
+
+
+def why_unusable(vm) -> str | None:
+    """Why ``vm`` cannot take commands now (its process died, its socket closed, it is stopped), or None.
+
+    Read from the process and the connection only, never from QEMU, so that it answers at once even when QEMU
+    does not.
+    """
+    gone = vm.gone_error("QEMU takes no more commands")
+    if gone is not None:
+        return str(gone)
+    if not vm.session.connected:
+        where = vm.session.where
+        return str(Error("QEMU takes no more commands", f"the QMP connection to {where} is closed", "reconnect"))
+    if vm.process is not None and vm.process.stopped():
+        return str(
+            Error(
+                "QEMU does not answer",
+                f"its process (pid {vm.pid}) is stopped",
+                f"continue it with kill -CONT {vm.pid}, or end it with lab.close()",
+            )
+        )
+    return None
+
+
+def gone_for_good(vm) -> bool:
+    """QEMU died or its connection closed: nothing the dashboard shows can change again."""
+    return not vm.alive() or not vm.session.connected
 
 
 class Dashboard(widgets.VBox):
@@ -33,6 +68,7 @@ class Dashboard(widgets.VBox):
         self.forms = {form.commands[0]: form(vm, chain) for form in FORMS}
         self.console = Console(vm)
         self.history = widgets.HTML()
+        self.state = widgets.HTML()  # empty while QEMU takes commands, else why it does not
         self.jobs_box = widgets.VBox()
         self.monitors: dict[Job, JobMonitor] = {}
         self._seen = {job for job in vm.job_list if job.ended}  # old jobs get no monitor
@@ -45,10 +81,17 @@ class Dashboard(widgets.VBox):
         for form in self.forms.values():
             form.listeners.register(self._on_run)
         self.chain_view.listeners.register(self._on_chain)
-        super().__init__([self.chain_view, self.jobs_box, self.tabs])
+        super().__init__([self.state, self.chain_view, self.jobs_box, self.tabs])
         self.add_class("qb-dashboard")
         if chain is not None:
             self._on_chain(chain)
+        self.show_state()
+        self._watch = Refresher(
+            self.show_state,
+            signature=lambda: why_unusable(vm),
+            finished=lambda: gone_for_good(vm),
+            name="qblocknb-dashboard",
+        )
 
     def _on_run(self, _result: object) -> None:
         self.sync_jobs()
@@ -73,6 +116,26 @@ class Dashboard(widgets.VBox):
                 self.monitors.pop(job).close()
             self.jobs_box.children = tuple(self.monitors.values())
 
+    def show_state(self) -> str | None:
+        """Say whether QEMU takes commands, and enable or disable every button that sends one; the reason, or None."""
+        why = why_unusable(self.vm)
+        for form in self.forms.values():
+            form.set_usable(why)
+        self.console.set_usable(why)
+        with self._lock:
+            monitors = list(self.monitors.values())
+        for monitor in monitors:
+            if why is None:
+                monitor.error.value = ""
+                monitor.update()
+                continue
+            for button in monitor.buttons.values():
+                button.disabled, button.button_style = True, ""
+            monitor.speed.disabled = True
+            monitor.error.value = error_html(why)
+        self.state.value = error_html(why) if why else ""  # last: whoever sees it sees the buttons set too
+        return why
+
     def show_history(self) -> None:
         frame = self.vm.history.tail(HISTORY_ROWS)[HISTORY_COLUMNS]
         table = frame.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0)
@@ -83,6 +146,7 @@ class Dashboard(widgets.VBox):
             form.show(index == change["new"])
 
     def close(self) -> None:
+        self._watch.close()
         self.chain_view.close()
         self.console.close()
         for monitor in self.monitors.values():

@@ -211,6 +211,12 @@ class CommandForm(widgets.VBox):
             self.set_chain(self.vm.chain(), force=True)
         return result
 
+    def set_usable(self, why_not: str | None) -> None:
+        """Disable Run and say why while QEMU cannot take commands (gone, closed, stopped); ``None`` enables it."""
+        self.run_button.disabled = why_not is not None
+        self.run_button.button_style = "" if why_not else "primary"
+        self.message.value = error_html(why_not) if why_not else ""
+
     def _running(self) -> set[str]:
         return {job.id for job in self.vm.job_list if not job.ended}
 

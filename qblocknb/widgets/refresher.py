@@ -44,6 +44,7 @@ class Refresher:
         self.interval, self.gap, self.settle = interval, gap, settle
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._last = self._safe(self.signature)  # here, not on the thread: a change right after counts too
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -57,7 +58,7 @@ class Refresher:
         self._wake.set()
 
     def _run(self) -> None:
-        last = self._safe(self.signature)
+        last = self._last
         while not self._stop.is_set():
             woken = self._wake.wait(self.interval)
             if self._stop.is_set():
