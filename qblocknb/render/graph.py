@@ -24,7 +24,7 @@ import graphviz
 
 from qblocknb.model.chain import Chain, ChainDiff, Image, JobInfo, RetiredImage, display_name
 from qblocknb.render import style
-from qblocknb.render.labels import image_label, job_caption, job_colour, retired_label, target_label, writers
+from qblocknb.render.labels import arrow_label, image_label, job_colour, retired_label, target_label, writers
 
 
 def svg_id(kind: str, name: str) -> str:
@@ -187,7 +187,7 @@ def _draw_job(graph: graphviz.Digraph, layout: _Layout, job: JobInfo) -> None:
         source,
         target,
         id=svg_id("job", job.id),
-        **{caption: job_caption(job)},
+        **{caption: arrow_label(job)},
         color=colour,
         fontcolor=colour,
         penwidth="2.5",

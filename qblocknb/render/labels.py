@@ -10,10 +10,14 @@ Everything that comes from QEMU is escaped, so a file name such as
     >>> job_caption(JobInfo("job0", "stream", "running", 1 << 20, 4 << 20))
     'job0 · stream · running · 25%'
 
-A job that met an I/O error says so first, in the palette's error colour (``job_colour``)::
+A job that met an I/O error says so first, in the palette's error colour (``job_colour``); on the
+diagram's arrow the error has a line of its own::
 
     >>> from qblocknb.model.jobfaults import FaultedJobInfo
-    >>> print(job_caption(FaultedJobInfo("job0", "mirror", "paused", 1 << 20, 4 << 20, fault="write error, stopped")))
+    >>> stopped = FaultedJobInfo("job0", "mirror", "paused", 1 << 20, 4 << 20, fault="write error, stopped")
+    >>> job_caption(stopped)
+    'job0: write error, stopped · mirror · paused · 25%'
+    >>> print(arrow_label(stopped))
     job0: write error, stopped
     mirror · paused · 25%
 
@@ -158,13 +162,24 @@ def job_colour(job: JobInfo) -> str:
     return ERROR if job_fault(job) else style.job_colour(job.type)
 
 
-def job_caption(job: JobInfo) -> str:
-    """``job0 · commit · running · 42%``: what the arrow of a running job says; an I/O error comes first."""
-    parts = [job.type, job.status] if job_fault(job) else [job.id, job.type, job.status]
+def _progress_text(job: JobInfo) -> str:
+    """``commit · running · 42%``."""
+    parts = [job.type, job.status]
     if job.length:
         parts.append(f"{job.offset / job.length:.0%}")
-    caption = " · ".join(parts)
-    return f"{job.id}: {job_fault(job)}\n{caption}" if job_fault(job) else caption
+    return " · ".join(parts)
+
+
+def job_caption(job: JobInfo) -> str:
+    """``job0 · commit · running · 42%``: a job in one line; an I/O error it met comes first."""
+    fault = job_fault(job)
+    return f"{job.id}: {fault} · {_progress_text(job)}" if fault else f"{job.id} · {_progress_text(job)}"
+
+
+def arrow_label(job: JobInfo) -> str:
+    """What a job's arrow says: its caption, with an I/O error on a line of its own."""
+    fault = job_fault(job)
+    return f"{job.id}: {fault}\n{_progress_text(job)}" if fault else job_caption(job)
 
 
 def flow_text(job: JobInfo) -> str:
