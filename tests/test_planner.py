@@ -357,4 +357,11 @@ def test_plan_view_ticks_previews_and_runs(seed_vm, lab: qb.Lab):
     assert view.progress.value == view.progress.max == 1
     assert [box.description for box in view.boxes.values()] == ["a.qcow2", "d.qcow2"]
     assert lab.runs_match("b.qcow2", expected_view("AB")), "the streamed-out image is still its point in time"
+
+    view.targets.value = "f.qcow2"
+    lab.file("f.qcow2").mkdir()  # after the plan was shown: its one step must fail, and say so
+    view.run_button.click()
+    view.worker.join(timeout=60)
+    assert "step 1 of 1 of the plan to [a.qcow2] &lt;-- [d.qcow2] &lt;-- [f.qcow2]" in view.error.value
+    assert "Done" not in view.status.value and str(seed_vm.chain()) == "[a.qcow2] <-- [d.qcow2]"
     view.close()

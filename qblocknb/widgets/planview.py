@@ -120,20 +120,22 @@ class PlanView(widgets.VBox):
         self.worker = threading.Thread(target=self._run, args=(self.plan,), name="qb-plan", daemon=True)
         self.worker.start()
 
-    def _run(self, plan: Plan) -> None:
+    def _run(self, chosen: Plan) -> None:
+        failure: Error | None = None
         try:
-            reached = run_plan(plan, self.vm, progress=self._step)
+            reached = run_plan(chosen, self.vm, progress=self._step)
         except Error as error:
-            self.error.value = error_html(error)
-            self.status.value = ""
-        else:
-            self.status.value = note_html(f"Done: the chain is {reached}", OK)
+            failure = error
         finally:
             self.running = False
             self._settling = True
             self.targets.value = ""
             self._settling = False
-            self.refresh()
+            self.refresh()  # the new chain's boxes; the outcome is shown after, so that it stays
+        if failure is not None:
+            self.error.value, self.status.value = error_html(failure), ""
+        else:
+            self.status.value = note_html(f"Done: the chain is {reached}", OK)
 
     def _changed(self, _change: dict) -> None:
         if not self._settling:
