@@ -19,7 +19,7 @@ An image whose layout is unknown counts its allocated size as if it overlapped n
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from qblocknb.model.chain import Chain, Image, RetiredImage
 from qblocknb.model.predict import predict
@@ -120,8 +120,8 @@ class Goal:
     """The images to keep (files of the chain, base first) and the new copy targets on top, in order."""
 
     keep: tuple[str, ...]
-    new: tuple[str, ...] = ()
-    node_names: Mapping[str, str] = field(default_factory=dict)  # new target file -> its node name
+    new: tuple[str, ...]
+    node_names: Mapping[str, str]  # new target file -> its node name
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -137,7 +137,6 @@ class Move:
     kind: str
     summary: str
     copies: int
-    before: State
     after: State
 
     def __iter__(self) -> Iterator:
@@ -191,7 +190,7 @@ def moves(state: State, goal: Goal, job_id: str) -> Iterator[Move]:
                 yield _commit(state, top - 1, base, job_id)
     if pending:
         target = goal.new[len(placed)]
-        node = goal.node_names.get(target)
+        node = goal.node_names[target]
         if not kept:
             yield _mirror(state, "full", target, node, job_id)
         if active not in kept and active > 0:
@@ -228,10 +227,10 @@ def _commit(state: State, top: int, base: int, job_id: str) -> Move:
     return _move(state, "block-commit", arguments | {"job-id": job_id}, kind, summary, size(data), held, images[base])
 
 
-def _mirror(state: State, sync: str, target: str, node: str | None, job_id: str) -> Move:
+def _mirror(state: State, sync: str, target: str, node: str, job_id: str) -> Move:
     chain = state.chain
     arguments = {"device": chain.active.label, "target": target, "format": "qcow2", "sync": sync}
-    arguments |= ({"node-name": node} if node else {}) | {"job-id": job_id}
+    arguments |= {"node-name": node, "job-id": job_id}
     if sync == "full":
         data, what = union(state.held.values()), f"mirror the whole chain onto new {target}"
     elif sync == "top":
@@ -266,7 +265,7 @@ def _move(
     earlier = tuple(r for r in after.retired if r.file not in mine)  # images that left before this plan
     chain = replace(after, retired=earlier + tuple(_retired_image(after, r) for r in retirements))
     held = {file: part for file, part in held.items() if file in chain.files}
-    return Move(command, arguments, kind, summary, copies, state, State(chain, held, tuple(retirements)))
+    return Move(command, arguments, kind, summary, copies, State(chain, held, tuple(retirements)))
 
 
 def _invalidated(retirement: Retirement, changed: str) -> Retirement:
