@@ -97,7 +97,7 @@ class State:
     @classmethod
     def start(cls, chain: Chain, allocation: Mapping[str, Layout] | None = None) -> State:
         """The chain as it is; ``allocation`` maps an image (any of its names) to its ranges or byte count."""
-        given = {name: layout for name, layout in (allocation or {}).items()}
+        given = dict(allocation or {})
         held = {}
         for number, image in enumerate(chain.images):
             layout = next((given[name] for name in image.names if name in given), image.allocated_size or 0)
