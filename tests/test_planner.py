@@ -14,6 +14,7 @@ from html import unescape
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from foreign import ForeignQemu, drive_if_virtio
 from hypothesis import strategies as st
 
 import qblocknb as qb
@@ -261,6 +262,30 @@ def test_a_plan_shows_its_steps_diagrams_and_rejections(seed_vm):
     assert "(QEMU) block-stream device=node-D base-node=node-A job-id=job0" in html
     assert html.count("<svg") == 2, "the chain now, and after the one step"
     assert "Rejected" in html and "leaves b.qcow2, c.qcow2 invalid" in html
+
+
+def test_a_qemu_with_automatic_node_names_is_planned_by_them(lab: qb.Lab, tmp_path):
+    """``-drive if=virtio`` names every node ``#blockNNN``: commands name them so, and a new copy lies where asked."""
+    lab.create("a.qcow2", size="16M")
+    lab.write("a.qcow2", 0, "2M", pattern=0xA1)
+    for name, below, pattern in (("b.qcow2", "a.qcow2", 0xB2), ("c.qcow2", "b.qcow2", 0xC3)):
+        lab.create(name, backing=below)
+        lab.write(name, {"b.qcow2": "1M", "c.qcow2": "3M"}[name], "1M", pattern=pattern)
+    qemu = ForeignQemu(tmp_path, drive_if_virtio(lab.file("c.qcow2")))
+    vm = qb.connect(qemu.socket)
+    try:
+        target = str(lab.file("e.qcow2"))  # a QEMU attached to has its own folder: name the copy in full
+        plan = qb.plan(vm, f"[a.qcow2] <-- [{target}]")
+        assert plan.steps[1].arguments["base-node"].startswith("#block")
+        assert str(plan.run(vm, timeout=60)) == "[a.qcow2] <-- [e.qcow2]"
+        view = [(0, "1M", 0xA1), ("1M", "1M", 0xB2), ("2M", "1M", 0), ("3M", "1M", 0xC3)]
+        assert vm.verify(view)
+        vm.flush()
+        assert str(lab.chain("e.qcow2")) == "[a.qcow2] <-- [e.qcow2]"
+        assert lab.runs_match("e.qcow2", view)
+    finally:
+        vm.session.close()
+        qemu.end()
 
 
 # -- random chains ----------------------------------------------------------------------------------

@@ -198,13 +198,18 @@ def moves(state: State, goal: Goal, job_id: str) -> Iterator[Move]:
         yield _mirror(state, "none", target, node, job_id)
 
 
+def _node(image: Image) -> str:
+    """How a command names an image: its node name, automatic ones (``#block123``) too; else its file."""
+    return image.node_name or image.name
+
+
 def _names(images: Iterable[Image]) -> str:
     return ", ".join(image.name for image in images)
 
 
 def _stream(state: State, top: int, base: int, job_id: str) -> Move:
     images = state.chain.images
-    arguments = {"device": images[top].label} | ({"base-node": images[base].label} if base >= 0 else {})
+    arguments = {"device": _node(images[top])} | ({"base-node": _node(images[base])} if base >= 0 else {})
     leaving = images[base + 1 : top]
     data = union(state.held[image.file] for image in leaving)
     copies = size(minus(data, state.held[images[top].file]))
@@ -216,7 +221,7 @@ def _stream(state: State, top: int, base: int, job_id: str) -> Move:
 
 def _commit(state: State, top: int, base: int, job_id: str) -> Move:
     images = state.chain.images
-    arguments = {"device": state.chain.active.label, "base-node": images[base].label, "top-node": images[top].label}
+    arguments = {"device": _node(state.chain.active), "base-node": _node(images[base]), "top-node": _node(images[top])}
     data = union(state.held[image.file] for image in images[base + 1 : top + 1])
     held = {**state.held, images[base].file: union([state.held[images[base].file], data])}
     active = top == len(images) - 1
@@ -229,7 +234,7 @@ def _commit(state: State, top: int, base: int, job_id: str) -> Move:
 
 def _mirror(state: State, sync: str, target: str, node: str, job_id: str) -> Move:
     chain = state.chain
-    arguments = {"device": chain.active.label, "target": target, "format": "qcow2", "sync": sync}
+    arguments = {"device": _node(chain.active), "target": target, "format": "qcow2", "sync": sync}
     arguments |= {"node-name": node, "job-id": job_id}
     if sync == "full":
         data, what = union(state.held.values()), f"mirror the whole chain onto new {target}"
