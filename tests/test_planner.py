@@ -13,8 +13,8 @@ from collections.abc import Callable
 from html import unescape
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from foreign import ForeignQemu, drive_if_virtio
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qblocknb as qb
