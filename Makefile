@@ -28,6 +28,12 @@ lab: system $(VENV)/.installed
 bench: system $(VENV)/.installed
 	$(BIN)/python bench/run.py
 
+# Many more random sequences than make test runs (SOAK_MINUTES, default 10); figures in build/soak.md and
+# docs/reliability.md.
+.PHONY: soak
+soak: system $(VENV)/.installed
+	$(BIN)/python tools/soak.py --write build/soak.md
+
 system:
 	@tools/system-packages.sh $(SYSTEM_PACKAGES)
 	@tools/system-packages.sh --optional $(GUEST_PACKAGES)

@@ -51,8 +51,10 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Stream:
-    """``block-stream``; ``device`` picks an image above the base, ``base`` (or no base) one below it."""
+    """``block-stream`` into the active image or an intermediate one (``device`` picks which); ``base`` picks an
+    image below it, or there is none."""
 
+    active: bool
     device: int
     base: int | None
 
@@ -99,7 +101,7 @@ def operations(clusters: int, writes: bool = True) -> st.SearchStrategy[Operatio
     picks = st.integers(0, 7)
     snapshot = st.just(Snapshot())
     jobs = [
-        st.builds(Stream, picks, st.none() | picks),
+        st.builds(Stream, st.booleans(), picks, st.none() | picks),
         st.builds(Commit, st.just(False), picks, picks),
         st.builds(Commit, st.just(True), picks, picks, verbs, during),
         st.builds(Mirror, st.sampled_from(["full", "top"]), verbs, during),
@@ -129,7 +131,7 @@ class Stats:
     operations: Counter = field(default_factory=Counter)
     passed_over: int = 0
     bytes_verified: int = 0
-    writer_records_checked: int = 0
+    writer_records_written: int = 0
 
 
 STATS = Stats()
@@ -249,7 +251,7 @@ class Sequence:
         report = self.record("vm.guest", self.vm.guest, "stop_writer")
         assert report.ok, self.failure(f"the guest's writer found its data damaged: {report}")
         assert report.records_checked > 0, self.failure(f"the guest's writer checked nothing: {report}")
-        self.stats.writer_records_checked += report.records_checked
+        self.stats.writer_records_written += report.records_written
 
     def audit(self) -> None:
         """Every image made, in the chain or left by it, reads as the model says (QEMU's caches flushed first)."""
@@ -283,15 +285,14 @@ def apply_snapshot(seq: Sequence, op: Snapshot) -> Applied:
 
 def apply_stream(seq: Sequence, op: Stream) -> Applied:
     chain = seq.model.chain
-    if len(chain) < 2:
+    if len(chain) < (2 if op.active else 3):
         return None, None
-    device = 1 + op.device % (len(chain) - 1)
+    device = len(chain) - 1 if op.active else 1 + op.device % (len(chain) - 2)
     base = None if op.base is None or device < 2 else op.base % (device - 1)
     extra = {} if base is None else {"base_node": chain[base].node}
     seq.finish(seq.job("block_stream", device=chain[device].node, **extra))
     seq.model.stream(device, base)
-    where = "intermediate" if device < len(chain) - 1 else "top"
-    return f"stream ({where}, {'no base' if base is None else 'base'})", None
+    return f"stream ({'top' if op.active else 'intermediate'}, {'no base' if base is None else 'base'})", None
 
 
 def apply_commit(seq: Sequence, op: Commit) -> Applied:
