@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 from html import unescape
 
 import pytest
@@ -249,7 +250,16 @@ def test_a_failing_step_stops_the_plan_with_a_sentence_naming_it(seed_vm, lab):
 
 
 def test_a_plan_for_another_chain_is_refused(seed_vm):
+    paper = chain_from_notation(SEED)
+    renamed = Chain(tuple(replace(image, node_name=f"disk-{image.name[0]}") for image in paper.images))
+    elsewhere = make_plan(renamed, "[a.qcow2] <-- [d.qcow2]")
     plan = qb.plan(seed_vm, "[a.qcow2] <-- [d.qcow2]")
+    sent = len(seed_vm.history)
+    with pytest.raises(
+        qb.InputError, match=r"\(disk-a, disk-b, disk-c, disk-d\), but the chain is .* \(node-A, node-B"
+    ):
+        elsewhere.run(seed_vm)
+    assert len(seed_vm.history) == sent
     seed_vm.block_stream(device="node-C", base_node="node-A", job_id="other").wait(timeout=60)
     sent = len(seed_vm.history)
     with pytest.raises(qb.InputError, match="this plan starts from"):

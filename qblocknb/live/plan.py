@@ -84,9 +84,9 @@ def read_allocation(vm: Machine, chain: Chain) -> dict[str, Layout]:
 def run_plan(plan: Plan, vm: Machine, timeout: float | None = None, progress: Progress | None = None) -> Chain:
     """Run each step on ``vm``; the chain reached. ``timeout`` bounds each wait (by default: while QEMU lives)."""
     now = vm.chain()
-    if str(now) != str(plan.start):
+    if _nodes(now) != _nodes(plan.start):
         raise InputError(
-            f"this plan starts from {plan.start}, but the chain is {now}",
+            f"this plan starts from {plan.start} ({_nodes(plan.start)}), but the chain is {now} ({_nodes(now)})",
             "its steps name images and nodes of the other chain",
             "make a new plan with qb.plan(vm, goal)",
         )
@@ -108,6 +108,10 @@ def run_plan(plan: Plan, vm: Machine, timeout: float | None = None, progress: Pr
         if progress:
             progress(number, step, "done")
     return now
+
+
+def _nodes(chain: Chain) -> str:
+    return ", ".join(image.node_name or image.name for image in chain)
 
 
 def _chain_or_none(vm: Machine) -> Chain | None:
