@@ -262,6 +262,29 @@ def test_a_job_stopped_on_an_error_shows_in_the_monitor_and_the_diagram(lab):
     assert on_disk(lab, vm, "e.qcow2") == ["e.qcow2"] and lab.runs_match("e.qcow2", expected_view("ABCD"))
 
 
+@pytest.mark.parametrize("name", ["stream", "mirror"])
+def test_a_job_stopped_on_an_error_is_cancelled_only_by_force(lab, name):
+    vm, job = start(lab, CASES[name], "target", "stop", EIO)
+    assert until(lambda: job.stopped_on_error)
+    with pytest.raises(qb.JobError) as caught:
+        job.cancel()
+    assert str(caught.value) == (
+        "cannot cancel job 'job0' while it is paused: QEMU stopped it on an I/O error, and QEMU cancels a paused "
+        "job only when forced; call job.cancel(force=True), or job.resume() first."
+    )
+    assert "block-job-cancel" not in set(vm.history["command"]), "refused before anything was sent"
+    monitor = JobMonitor(job, plot=False)
+    try:
+        monitor.press("cancel")  # the button forces it: giving up is what Cancel means here
+        job.wait(timeout=30)
+    finally:
+        monitor.close()
+    assert job.outcome == "cancelled" and "BLOCK_JOB_CANCELLED" in set(job.events["event"])
+    assert on_disk(lab, vm) == SEED and guest_reads(vm, "ABCD"), (
+        "a cancelled job leaves the chain and data as they were"
+    )
+
+
 def test_resume_is_refused_for_a_job_that_only_met_an_ignored_error(lab):
     vm, job = start(lab, CASES["mirror"], "target", "ignore", EIO)
     job.wait_ready(timeout=30)

@@ -202,3 +202,14 @@ def test_the_timeline_keeps_the_io_status_of_a_stopped_job():
     row = {"status": "paused", "offset": 0, "len": 10, "speed": 0, "busy": False, "paused": True, "ready": False}
     assert state.apply_sample({**row, "io-status": "nospace"}, at=1.0)
     assert state.io_status == "nospace" and list(state.timeline["io-status"]) == ["nospace"]
+
+
+def test_a_paused_job_is_cancelled_only_by_force_as_qemu_wants():
+    state = JobState("job0", "block-stream", {"device": "node-D"}, None, started=0.0)
+    assert state.cancel_refusal(force=False) is None
+    state.user_paused = True
+    assert str(state.cancel_refusal(force=False)) == (
+        "cannot cancel job 'job0' while it is paused: you paused it, and QEMU cancels a paused job only when forced; "
+        "call job.cancel(force=True), or job.resume() first."
+    )
+    assert state.cancel_refusal(force=True) is None

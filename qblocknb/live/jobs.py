@@ -142,6 +142,8 @@ class Job(JobState):
         ``vm.shell("block-job-complete device=job0")`` comes here too, so typed and called verbs agree.
         """
         refusal = self.verb_refusal(verb)
+        if refusal is None and verb == "cancel":
+            refusal = self.cancel_refusal(bool(arguments.get("force")))
         if refusal is not None:
             raise refusal
         ending = verb in ("complete", "cancel", "finalize")

@@ -75,6 +75,17 @@ class Faults:
             "call job.resume() once the fault is fixed, or job.cancel(force=True) to give up",
         )
 
+    def cancel_refusal(self, force: bool) -> JobError | None:
+        """QEMU cancels a job paused by the user, or stopped on an error, only with ``force``."""
+        if force or not (self.user_paused or self.stopped_on_error):
+            return None
+        why = "QEMU stopped it on an I/O error" if self.stopped_on_error else "you paused it"
+        return JobError(
+            f"cannot cancel job '{self.id}' while it is paused",
+            f"{why}, and QEMU cancels a paused job only when forced",
+            "call job.cancel(force=True), or job.resume() first",
+        )
+
     def fault_refusal(self, verb: str) -> JobError | None:
         """QEMU's answer to pause or resume that the error decides: a job it stopped is paused already."""
         if verb == "pause" and self.stopped_on_error:

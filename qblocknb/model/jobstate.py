@@ -300,7 +300,7 @@ class JobState(Faults):
             )
         if self.status in ("paused", "standby") and self.user_paused and not self.ending_requested:
             return JobError(f"job '{self.id}' is paused and will not {goal}", "you paused it", "call job.resume()")
-        if self.stopped_on_error:
+        if self.stopped_on_error and not self.ending_requested:
             return self.paused_on_error(goal)
         if self.status == "pending" and self.finalize_expected:
             return JobError(

@@ -225,9 +225,17 @@ class JobMonitor(widgets.VBox):
 
     # -- user -> QEMU ----------------------------------------------------------------------
     def press(self, verb: str) -> None:
-        """What a button does; refused verbs show a sentence and send nothing."""
+        """What a button does; refused verbs show a sentence and send nothing.
+
+        Cancel on a paused job (by you, or by QEMU on an I/O error) is forced: QEMU refuses it otherwise.
+        """
+        job = self.job
+        forced = verb == "cancel" and (job.user_paused or job.stopped_on_error)
         try:
-            getattr(self.job, verb)()
+            if forced:
+                job.cancel(force=True)
+            else:
+                getattr(job, verb)()
         except Error as error:
             self.error.value = error_html(error)
         else:
