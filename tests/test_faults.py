@@ -100,7 +100,7 @@ class Case:
         return "read" if side == "source" or self.command == "block-stream" else "write"
 
 
-MIRROR_POLICIES = ("on-source-error", "on-target-error")
+SIDE_POLICIES = ("on-source-error", "on-target-error")  # mirror and backup
 CASES = {
     "stream": Case(
         "block-stream", {"device": "node-D", "base-node": "node-A"}, "node-B", "node-D", ["a.qcow2", "d.qcow2"]
@@ -122,7 +122,7 @@ CASES = {
         "node-E",
         ["e.qcow2"],
         True,
-        MIRROR_POLICIES,
+        SIDE_POLICIES,
     ),
     "backup": Case(
         "blockdev-backup",
@@ -130,10 +130,10 @@ CASES = {
         "node-D",
         "node-E",
         SEED,
-        policies=MIRROR_POLICIES,
+        policies=SIDE_POLICIES,
     ),
 }
-# (policy, errno) -> what QEMU does: the action in BLOCK_JOB_ERROR, and io-status while stopped
+# (policy, errno) -> QEMU's action, as BLOCK_JOB_ERROR names it
 POLICIES = {
     ("report", EIO): "report",
     ("ignore", EIO): "ignore",
@@ -169,8 +169,8 @@ def completed_with_right_data(lab: qb.Lab, vm: qb.Machine, job: qb.Job, case: Ca
     assert job.ended and job.outcome == "completed"
     assert on_disk(lab, vm, case.after[-1]) == case.after
     assert guest_reads(vm, "ABCD"), "the guest reads what it read before the job"
+    assert lab.runs_match(case.after[-1], expected_view("ABCD")), "and so do the files, through their headers"
     if case.command == "blockdev-backup":
-        vm.flush()
         assert lab.runs_match("e.qcow2", expected_view("ABCD")), "the backup holds the disk at the job's start"
 
 
