@@ -206,7 +206,7 @@ def test_an_io_error_under_each_policy_ends_as_qemu_documents(lab, name, side, p
         with pytest.raises(qb.JobError) as caught:
             finish(job, case)
         assert str(caught.value) == (
-            f"job 'job0' ({case.command}) failed: Input/output error ({operation} error, {ACTION_WORDS[action]}); "
+            f"job 'job0' ({case.command}) failed on a {operation} error ({ACTION_WORDS[action]}): Input/output error; "
             "see job.events for the whole story."
         )
         assert (job.ended, job.outcome, job.error) == (True, "failed", "Input/output error")

@@ -106,7 +106,7 @@ def test_a_paused_job_waits_for_resume_and_an_io_error_says_so():
     failed = replay("backup_write_error")
     assert failed.io_error == "write error, reported"
     assert str(failed.failure()) == (
-        "job 'job0' (blockdev-backup) failed: Input/output error (write error, reported); "
+        "job 'job0' (blockdev-backup) failed on a write error (reported): Input/output error; "
         "see job.events for the whole story."
     )
 

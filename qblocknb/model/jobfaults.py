@@ -58,11 +58,15 @@ class Faults:
         self.user_paused, self.last_fault, self.io_status = False, None, "ok"
 
     def failure(self) -> JobError:
-        """The sentence for a job that ended with an error: its id, QEMU's error text, the I/O error behind it."""
-        behind = f" ({self.io_error})" if self.io_error else ""
+        """The sentence for a job that ended with an error: its id, the I/O error behind it, QEMU's error text.
+
+        The reason (``why``) is QEMU's text alone, so that a caller can put it in a sentence of its own.
+        """
+        fault = self.last_fault or {}
+        behind = f" on a {fault.get('operation')} error ({ACTION_WORDS.get(fault.get('action'))})" if fault else ""
         return JobError(
-            f"job '{self.id}' ({self.command}) failed",
-            f"{self.error or 'QEMU reported an error'}{behind}",
+            f"job '{self.id}' ({self.command}) failed{behind}",
+            self.error or "QEMU reported an error",
             "see job.events for the whole story",
         )
 
