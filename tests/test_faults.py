@@ -314,3 +314,16 @@ def test_the_live_chain_over_a_reopened_blkdebug_layer(lab):
     job.wait(timeout=30)
     assert on_disk(lab, vm) == ["a.qcow2", "b.qcow2", "d.qcow2"]
     assert [image.node_name for image in vm.chain().images] == ["node-A", "node-B", "node-D"]
+
+
+def test_a_guest_read_that_fails_is_an_error_not_a_match(lab):
+    """A read that QEMU fails with EIO says so; it is neither a match nor a mismatch."""
+    lab.create("a.qcow2", size="4M")
+    lab.create("b.qcow2", backing="a.qcow2")
+    lab.write("b.qcow2", 0, "1M", pattern=0xEE)
+    vm = lab.launch("a.qcow2")
+    faults.add_overlay(vm, "b.qcow2", "node-B", Fault("read", once=True))
+    with pytest.raises(qb.Error, match=r"read failed: Input/output error; an image below the device"):
+        vm.read_matches(vm.device, 0, "1M", 0xEE)
+    assert vm.read_matches(vm.device, 0, "1M", 0xEE), "the fault fired once: the same read now finds B's data"
+    assert not vm.read_matches(vm.device, 0, "1M", 0x11)

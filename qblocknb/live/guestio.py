@@ -34,6 +34,19 @@ STDOUT_WAIT = 5.0
 VERDICTS = ("wrote", "read ", "Pattern verification failed")
 
 
+def io_failed(command: str, disk: dict, verdict: str) -> Error:
+    """qemu-io's failure as a sentence: an I/O error below the device, or a range the disk does not have."""
+    io_error = "failed:" in verdict
+    return Error(
+        f"qemu-io '{command}' on '{device_id(disk)}' failed",
+        verdict.strip() or "QEMU printed nothing",
+        "an image below the device returned an I/O error: look for a fault node in vm.block_graph(), "
+        "or run qemu-img check on the chain"
+        if io_error
+        else "check the offset and length against the disk size",
+    )
+
+
 class GuestIO:
     """Writes and reads through a machine's disks, and verification of the guest view."""
 
@@ -54,11 +67,7 @@ class GuestIO:
                     "check the offset and length against the disk size",
                 )
         elif "wrote" not in verdict:
-            raise Error(
-                f"qemu-io '{command}' on '{device_id(disk)}' failed",
-                verdict.strip() or "QEMU printed nothing",
-                "check the offset and length against the disk size",
-            )
+            raise io_failed(command, disk, verdict)
 
     def read_matches(self, device: str | None, offset: int | str, length: int | str, pattern: int) -> bool:
         disk = self.vm.disk(device)
@@ -68,12 +77,8 @@ class GuestIO:
         verdict = self._qemu_io(disk, command) or ""
         if "Pattern verification failed" in verdict:
             return False
-        if "read " not in verdict:
-            raise Error(
-                f"qemu-io '{command}' on '{device_id(disk)}' failed",
-                verdict.strip() or "QEMU printed nothing",
-                "check the offset and length against the disk size",
-            )
+        if "read " not in verdict or "read failed" in verdict:  # an I/O error is not a mismatch: say it
+            raise io_failed(command, disk, verdict)
         return True
 
     def _lab_launched(self) -> bool:
