@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qblocknb.model.chain import FILTER_DRIVERS, PROTOCOL_DRIVERS, device_id
+from qblocknb.model.chain import FILTER_DRIVERS, PROTOCOL_DRIVERS, device_id, same_file
 
 DEBUG_SOURCE = "x-debug-query-block-graph"
 NAMED_SOURCE = "query-named-block-nodes"
@@ -163,11 +163,11 @@ def _guessed_children(node: dict, nodes: list[dict], key: dict[str, str]) -> lis
     wanted = {"format": "protocol", "filter": "format"}.get(kind)
     found = []
     if wanted:
-        same_file = [n for n in nodes if n["file"] == node["file"] and driver_kind(n["drv"]) == wanted]
+        sharing = [n for n in nodes if same_file(n["file"], node["file"]) and driver_kind(n["drv"]) == wanted]
         role = "file" if kind == "format" else None
-        found += [GraphEdge(parent, key[n["node-name"]], role) for n in same_file if n is not node][:1]
+        found += [GraphEdge(parent, key[n["node-name"]], role) for n in sharing if n is not node][:1]
     backing = node.get("backing_file")
     if kind == "format" and backing:
-        under = [n for n in nodes if driver_kind(n["drv"]) == "format" and n["file"] == backing]
+        under = [n for n in nodes if driver_kind(n["drv"]) == "format" and same_file(n["file"], backing)]
         found += [GraphEdge(parent, key[n["node-name"]], "backing") for n in under][:1]
     return found

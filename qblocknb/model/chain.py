@@ -54,35 +54,57 @@ PROTOCOL_DRIVERS = {
 
 
 def display_name(file: str) -> str:
-    """A file's basename; for ``json:`` names the innermost file or export in them; URIs whole.
+    """A file's basename; for ``json:`` names the image's own file (not its backing's) and the filter over it;
+    URIs whole.
 
     >>> display_name('json:{"driver": "blkdebug", "image": {"driver": "file", "filename": "/lab/e.qcow2"}}')
     'e.qcow2 (blkdebug)'
+    >>> display_name('json:{"backing": {"driver": "qcow2", "file": {"driver": "file", "filename": "/lab/b.qcow2"}},'
+    ...              ' "driver": "qcow2", "file": {"driver": "file", "filename": "d.qcow2"}}')
+    'd.qcow2'
     """
     if file.startswith("json:"):
         try:
             options = json.loads(file[5:])
         except json.JSONDecodeError:
             return file
-        inner = _innermost_name(options)
-        return f"{display_name(inner)} ({options.get('driver', 'json')})" if inner else file
+        inner, drivers = _innermost_name(options)
+        shown = [driver for driver in drivers if driver in FILTER_DRIVERS | PROTOCOL_DRIVERS - {"file"}]
+        return (display_name(inner) + (f" ({shown[0]})" if shown else "")) if inner else file
     if "://" in file or is_nbd(file):
         return file
     return PurePath(file).name or file
 
 
-def _innermost_name(options: object) -> str | None:
-    """The first ``filename`` or NBD ``export`` found in a json: options tree."""
+def _innermost_name(options: object) -> tuple[str | None, list[str]]:
+    """The first ``filename`` or NBD ``export`` in a json: options tree, below its own ``file``/``image`` (a
+    ``backing`` entry names another image), with the drivers met on the way down."""
     if not isinstance(options, dict):
-        return None
+        return None, []
+    drivers = [options["driver"]] if isinstance(options.get("driver"), str) else []
     for key in ("filename", "export"):
         if isinstance(options.get(key), str):
-            return options[key]
-    for value in options.values():
-        found = _innermost_name(value)
+            return options[key], drivers
+    for key, value in options.items():
+        if key == "backing":
+            continue
+        found, below = _innermost_name(value)
         if found:
-            return found
-    return None
+            return found, drivers + below
+    return None, drivers
+
+
+def same_file(first: str, second: str) -> bool:
+    """Whether two of QEMU's file names name one image: ``json:`` names are compared as options, since QEMU
+    does not keep one key order between a node's name and its overlay's backing name."""
+    if first == second:
+        return True
+    if not (first.startswith("json:") and second.startswith("json:")):
+        return False
+    try:
+        return json.loads(first[5:]) == json.loads(second[5:])
+    except json.JSONDecodeError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -411,8 +433,29 @@ def _backing_node(node: dict, nodes: dict[str, dict], formats: list[dict]) -> di
     backing = image.get("full-backing-filename") or node.get("backing_file")
     if not backing:
         return None
-    matches = [n for n in formats if n["file"] == backing and n is not node]
+    others = [n for n in formats if n is not node]
+    matches = [n for n in others if same_file(n["file"], backing)] or [
+        n for n in others if _own_file(n["file"]) == _own_file(backing) or _relative_match(n["file"], backing)
+    ]
     return matches[0] if matches else None
+
+
+def _own_file(file: str) -> str:
+    """The image's own file in a ``json:`` name (what a reopened node is called), else the name itself."""
+    if not file.startswith("json:"):
+        return file
+    try:
+        return _innermost_name(json.loads(file[5:]))[0] or file
+    except json.JSONDecodeError:
+        return file
+
+
+def _relative_match(file: str, backing: str) -> bool:
+    """A backing name written relative to its overlay (``c.qcow2``) against a node named by its full path."""
+    own = _own_file(file)
+    return not PurePath(backing).is_absolute() and PurePath(own).parts[-len(PurePath(backing).parts) :] == (
+        PurePath(backing).parts
+    )
 
 
 def _below_filters(node: dict | None, nodes: dict[str, dict], formats: list[dict]) -> dict | None:
@@ -424,8 +467,8 @@ def _below_filters(node: dict | None, nodes: dict[str, dict], formats: list[dict
     while node is not None and not _is_format_node(node) and node["node-name"] not in seen:
         seen.add(node["node-name"])
         named = [nodes.get(c["node-name"]) for c in node.get("children", []) if c.get("child") in ("file", "backing")]
-        same_file = [n for n in formats if n["file"] == node["file"]]
-        node = next((n for n in named + same_file if n is not None), None)
+        sharing = [n for n in formats if same_file(n["file"], node["file"])]
+        node = next((n for n in named + sharing if n is not None), None)
     return node
 
 
