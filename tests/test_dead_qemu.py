@@ -24,7 +24,7 @@ from conftest import qemu_pids_under
 
 import qblocknb as qb
 from qblocknb.teaching.seedchain import build_seed_chain
-from qblocknb.widgets import Dashboard
+from qblocknb.widgets import ChainView, Dashboard, JobMonitor
 
 SHORT = 0.5  # the timeout given to every call made once QEMU is gone or stopped
 LONG = 60.0  # the timeout of calls already waiting when QEMU dies: they must end long before it
@@ -208,7 +208,7 @@ def test_the_dashboard_shows_the_vm_gone(dead_lab, mode):
             close_qmp_socket(vm)
         else:
             os.kill(vm.pid, signal.SIGSTOP)
-        said = {"killed": "no longer running", "socket-closed": "is closed", "stopped": "is stopped"}[mode]
+        said = {"killed": "no longer running", "socket-closed": "closed", "stopped": "is stopped"}[mode]
         wait_for(lambda: said in board.state.value, f"the dashboard to say QEMU {said}")
         assert "qb-error" in board.state.value
         assert all(button.disabled for button in monitor.buttons.values()) and monitor.speed.disabled
@@ -242,3 +242,19 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ChainView ends on vm.alive(), which ignores a closed socket (live/machine.py); JobMonitor's plot "
+    "thread ends only with its job (widgets/jobmonitor.py)",
+)
+def test_views_left_open_end_their_threads_once_qemu_is_gone(dead_lab):
+    vm = build_seed_chain(dead_lab)
+    job = start_job(vm, "mirror")
+    view, monitor = ChainView(vm), JobMonitor(job, plot_interval=0.2)
+    close_qmp_socket(vm)
+    assert qblocknb_threads() == [], "nobody closed the views, but their QEMU is gone"
+    assert "closed" in view.status.value, "the chain view's last drawing says why it stopped"
+    monitor.close()
+    view.close()
