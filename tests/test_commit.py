@@ -68,3 +68,19 @@ def test_active_commit_ready_then_cancel_leaves_chain(seed_vm):
     assert seed_vm.chain().active.name == "d.qcow2"
     assert seed_vm.verify(expected_view("ABCD"))
     assert seed_vm.retired == []
+
+
+def test_a_commit_ends_the_validity_of_images_streamed_out_above_its_base(seed_vm, lab):
+    """Streamed-out images are points in time only while nothing writes into what they read through."""
+    seed_vm.block_stream(device="node-C", base_node="node-A", job_id="stream").wait(timeout=60)
+    assert [(r.name, r.valid) for r in seed_vm.retired] == [("b.qcow2", True)]
+    assert lab.runs_match("b.qcow2", expected_view("AB"))
+
+    job = seed_vm.block_commit(device="node-D", base_node="node-A", job_id="commit")
+    job.wait_ready(timeout=60).complete().wait(timeout=60)
+    assert str(seed_vm.chain()) == str(lab.chain("a.qcow2")) == "[a.qcow2]"
+    assert seed_vm.verify(expected_view("ABCD"))
+    b = next(r for r in seed_vm.retired if r.name == "b.qcow2")
+    assert not b.valid and "commit wrote into a.qcow2" in b.note
+    assert not lab.runs_match("b.qcow2", expected_view("AB")), "b.qcow2 really no longer reads as its point in time"
+    assert {r.name: r.valid for r in seed_vm.retired} == {"b.qcow2": False, "c.qcow2": False, "d.qcow2": False}

@@ -18,7 +18,7 @@ import pandas as pd
 
 from qblocknb.errors import InputError
 from qblocknb.live.jobs import Job
-from qblocknb.model.chain import RetiredImage
+from qblocknb.model.chain import RetiredImage, written_into
 from qblocknb.qmp import loop
 
 SAMPLE_INTERVAL = 0.02
@@ -129,6 +129,9 @@ class JobRegistry:
         """When a job has ended, remember the images it took out of the chain (on the event thread: no QMP)."""
         if job.ended:
             with self._lock:
+                written = job.writes_into()
+                if written is not None:  # what the commit wrote into, images retired earlier may read through
+                    self.retired[:] = written_into(tuple(self.retired), written, str(job.type))
                 known = {image.file for image in self.retired}
                 self.retired.extend(image for image in job.left_chain() if image.file not in known)
 

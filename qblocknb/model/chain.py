@@ -176,6 +176,7 @@ class RetiredImage:
     left_by: str  # the job type that removed it
     valid: bool
     note: str
+    reads_through: tuple[str, ...] = ()  # the files below it when it left: its own backing chain still
 
     @property
     def name(self) -> str:
@@ -189,10 +190,22 @@ RETIREMENT_RULES = {
 }
 
 
-def retire(image: Image, job_type: str) -> RetiredImage:
+def retire(image: Image, job_type: str, reads_through: tuple[str, ...] = ()) -> RetiredImage:
     """Apply the seed's rule to an image that a job of ``job_type`` removed from the chain."""
     valid, note = RETIREMENT_RULES.get(job_type, (True, f"left the chain after {job_type}"))
-    return RetiredImage(image.file, image.node_name, job_type, valid, note)
+    return RetiredImage(image.file, image.node_name, job_type, valid, note, reads_through)
+
+
+def written_into(retired: tuple[RetiredImage, ...], file: str, job_type: str) -> tuple[RetiredImage, ...]:
+    """The seed's rule carried on: an image left valid by a stream stops being its point in time once a later job
+    (a commit) writes into an image it still reads through.
+
+    >>> kept = retire(Image("/lab/b.qcow2", "qcow2", 0), "stream", ("/lab/a.qcow2",))
+    >>> [(r.valid, r.note) for r in written_into((kept,), "/lab/a.qcow2", "commit")]
+    [(False, 'invalid: a later commit wrote into a.qcow2, which it reads through')]
+    """
+    note = f"invalid: a later {job_type} wrote into {display_name(file)}, which it reads through"
+    return tuple(replace(r, valid=False, note=note) if r.valid and file in r.reads_through else r for r in retired)
 
 
 @dataclass(frozen=True)

@@ -268,6 +268,15 @@ class JobState(Faults):
         earlier = {image.file for image in self.chain_before.retired}
         return tuple(image for image in after.retired if image.file not in earlier)
 
+    def writes_into(self) -> str | None:
+        """The file a commit writes into (its base): images retired earlier that read through it stop being
+        their points in time, whether the commit completes or not."""
+        if self.type != JobType.COMMIT or self.chain_before is None:
+            return None
+        base = self.arguments.get("base-node") or self.arguments.get("base")
+        image = self.chain_before.find(base) if base else self.chain_before.base
+        return image.file if image is not None else None
+
     # -- verdicts ---------------------------------------------------------------------------
     def verb_refusal(self, verb: str) -> JobError | None:
         """Why QEMU would refuse ``verb`` now (its verb table), or None when it would accept it."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qblocknb.errors import InputError
-from qblocknb.model.chain import Chain, Image, JobInfo, retire
+from qblocknb.model.chain import Chain, Image, JobInfo, retire, written_into
 from qblocknb.model.checks import check_device, check_job, check_new_file
 from qblocknb.model.nbd import is_nbd
 from qblocknb.model.vocabulary import JOB_COMMANDS
@@ -108,8 +108,12 @@ def _require_root(chain: Chain, command: str, device: str | None) -> None:
     )
 
 
-def _retired(chain: Chain, leaving: list[Image], job_type: str) -> tuple:
-    return chain.retired + tuple(retire(image, job_type) for image in leaving)
+def _retired(chain: Chain, leaving: list[Image], job_type: str, writes_into: Image | None = None) -> tuple:
+    """The chain's retired images after a job: those ``leaving`` join, each with the files it reads through, and
+    a commit's write into its base ends the validity of the earlier ones that read through it."""
+    earlier = chain.retired if writes_into is None else written_into(chain.retired, writes_into.file, job_type)
+    files = [image.file for image in chain.images]
+    return earlier + tuple(retire(image, job_type, tuple(files[: chain.images.index(image)])) for image in leaving)
 
 
 def _position(chain: Chain, name: str | None, default: int) -> int:
@@ -174,7 +178,8 @@ def _commit(chain: Chain, arguments: dict) -> tuple[Chain, str]:
     if active_commit:
         kept_base = replace(kept_base, device=chain.device, read_only=False)
     images = (*chain.images[:base], kept_base, *above, *chain.images[top + 2 :])
-    after = replace(chain, images=images, jobs=(), targets=(), retired=_retired(chain, leaving, "commit"))
+    retired = _retired(chain, leaving, "commit", writes_into=chain.images[base])
+    after = replace(chain, images=images, jobs=(), targets=(), retired=retired)
     note = "after block-job-complete (the pivot of an active commit)" if active_commit else "once the commit ends"
     return after, note
 
