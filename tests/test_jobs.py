@@ -154,15 +154,18 @@ def test_a_job_sitting_in_ready_does_not_flood_its_timeline(seed_vm):
     assert seed_vm.verify([("9M", "64k", 0x5C), *expected_view("ABCD")])
 
 
-def test_images_that_leave_the_chain_are_recorded_when_the_job_ends(seed_vm):
+def test_images_that_leave_the_chain_are_recorded_when_the_job_ends(seed_vm, lab):
     """Nobody reads the chain here: the job's own end records what it took out, with the seed's rule."""
     seed_vm.block_stream(device="node-D", base_node="node-B", job_id="job0").wait(timeout=60)
     assert [(r.name, r.valid, r.left_by) for r in seed_vm.retired] == [("c.qcow2", True, "stream")]
     job = seed_vm.block_commit(device="node-D", top_node="node-D", base_node="node-A", job_id="job1")
     job.wait_ready(timeout=60).cancel().wait(timeout=60)  # completed, but no pivot: nothing leaves
-    assert [r.name for r in seed_vm.retired] == ["c.qcow2"]
+    # ... but it wrote D into A, which c.qcow2 reads through: c.qcow2 is no longer its point in time
+    assert [(r.name, r.valid) for r in seed_vm.retired] == [("c.qcow2", False)]
+    seed_vm.flush()
+    assert not lab.runs_match("c.qcow2", expected_view("ABC"))
     job = seed_vm.block_commit(device="node-D", top_node="node-D", base_node="node-B", job_id="job2")
     job.wait_ready(timeout=60).complete().wait(timeout=60)
-    assert [(r.name, r.valid) for r in seed_vm.retired] == [("c.qcow2", True), ("d.qcow2", False)]
+    assert [(r.name, r.valid) for r in seed_vm.retired] == [("c.qcow2", False), ("d.qcow2", False)]
     assert str(seed_vm.chain()) == "[a.qcow2] <-- [b.qcow2]"
     assert seed_vm.verify(expected_view("ABCD"))
