@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from qblocknb.errors import Error, JobError, Timeout
+from qblocknb.errors import Error, InputError, JobError, Timeout
+from qblocknb.model import hmp
 from qblocknb.model.chain import Chain
 from qblocknb.model.jobstate import EVENT_COLUMNS, TIMELINE_COLUMNS, JobState, event_time
 from qblocknb.model.listeners import Listeners
@@ -133,7 +134,7 @@ class Job(JobState):
         """Flush the target node the job leaves open (a node already closed is skipped)."""
         nodes = self._send("query-named-block-nodes", {"flat": True}, record=False)
         if self.target in {node["node-name"] for node in nodes}:
-            self._send("human-monitor-command", {"command-line": f'qemu-io {self.target} "flush"'}, record=False)
+            self._send("human-monitor-command", {"command-line": hmp.qemu_io(self.target, "flush")}, record=False)
 
     # -- verbs ------------------------------------------------------------------------------
     def send_verb(self, verb: str, command: str, arguments: dict, timeout: float | None = None) -> object:
@@ -194,7 +195,11 @@ class Job(JobState):
 
     def set_speed(self, bytes_per_s: int | str) -> Job:
         """Throttle (or with 0, unthrottle) the job."""
-        self.send_verb("set-speed", "block-job-set-speed", {"device": self.id, "speed": parse_size(bytes_per_s)})
+        try:
+            speed = parse_size(bytes_per_s)
+        except InputError as error:
+            raise InputError(f"job '{self.id}': speed {bytes_per_s!r} is refused", error.what, error.todo) from None
+        self.send_verb("set-speed", "block-job-set-speed", {"device": self.id, "speed": speed})
         return self
 
     def finalize(self) -> Job:
