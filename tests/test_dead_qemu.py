@@ -3,7 +3,8 @@
 Every waiting call (job waits, QMP calls, the chain, job verbs) must come back within its own timeout with a
 sentence: ``QEMUGone`` for a dead QEMU or a closed socket, ``Timeout`` for a stopped one, each saying what to
 do.  Calls already waiting when it happens come back too.  ``lab.close()`` then leaves no QEMU and no thread,
-and every image of the chain and the target passes ``qemu-img check``.
+and every image of the chain and the target passes ``qemu-img check``.  The socket is closed at our end
+(the mirror) or at QEMU's (the commit), after which ``qb.connect`` reaches the same QEMU again.
 
 Each call runs in a thread of its own, all at once, and the test waits for each no longer than its timeout
 plus a margin: a hang fails the test instead of hanging it.
@@ -11,6 +12,7 @@ plus a margin: a hang fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -26,6 +28,8 @@ import qblocknb as qb
 from qblocknb.teaching.seedchain import build_seed_chain
 from qblocknb.widgets import ChainView, Dashboard, JobMonitor
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+SYS_PIDFD_GETFD = 438  # the same number on every architecture (Linux 5.6+)
 SHORT = 0.5  # the timeout given to every call made once QEMU is gone or stopped
 LONG = 60.0  # the timeout of calls already waiting when QEMU dies: they must end long before it
 MARGIN = 5.0  # how much longer than its timeout a call may take to come back (a loaded 2-core machine)
@@ -33,7 +37,7 @@ SLOW = 64 << 10  # bytes/s: the seed's 3-4 MiB take about a minute, so the job i
 MODES = ("killed", "socket-closed", "stopped")
 WORDS = {
     "killed": (qb.QEMUGone, ["no longer running", "killed by signal 9", "launch a new one"]),
-    "socket-closed": (qb.QEMUGone, ["QMP connection", "closed", "reconnect with qb.connect("]),
+    "socket-closed": (qb.QEMUGone, ["QMP connection", "closed", "reconnect with qb.connect("]),  # either end
     "stopped": (qb.Timeout, ["got no answer within 0.5 s", "QEMU did not answer", "SIGCONT"]),
 }
 
@@ -82,10 +86,36 @@ def start_job(vm: qb.Machine, kind: str) -> qb.Job:
     return job
 
 
-def close_qmp_socket(vm: qb.Machine) -> None:
-    """Shut the QMP connection down at the socket, under the session: QEMU sees EOF and drops its end too."""
-    transport = vm.session._client._writer.transport  # the socket qemu.qmp reads and writes
-    transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+def close_qmp_socket(vm: qb.Machine, side: str = "ours") -> None:
+    """Shut the QMP connection down under the session: at our end of the socket, or at QEMU's.
+
+    QEMU's end is taken from the process itself (``pidfd_getfd``): the connected socket bound to the QMP path.
+    Either way both sides see the connection end, and QEMU keeps running with its monitor free for a new one.
+    """
+    if side == "ours":
+        end = vm.session._client._writer.transport.get_extra_info("socket")  # the socket qemu.qmp reads
+    else:
+        end = qemu_end_of(vm.pid, str(vm.session.socket_path))
+    end.shutdown(socket.SHUT_RDWR)
+
+
+def qemu_end_of(pid: int, path: str) -> socket.socket:
+    """QEMU's end of the QMP connection on ``path``, duplicated into this process."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                continue
+            fd = LIBC.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            assert fd >= 0, f"pidfd_getfd: {os.strerror(ctypes.get_errno())}"
+            end = socket.socket(fileno=fd)
+            listening = end.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            if end.family == socket.AF_UNIX and end.getsockname() == path and not listening:
+                return end
+            end.close()
+    finally:
+        os.close(pidfd)
+    raise AssertionError(f"QEMU {pid} has no connection on {path}")
 
 
 def qblocknb_threads() -> list[str]:
@@ -135,6 +165,8 @@ def test_every_waiting_call_returns_with_a_sentence(dead_lab, mode, kind):
 
     os.kill(vm.pid, signal.SIGSTOP)  # so that the calls started now really wait for QEMU
     waiting = [Call("a waiting query-block-jobs", lambda: vm.query_block_jobs(timeout=waiting_for), waiting_for)]
+    if mode == "killed":  # without a timeout it waits while QEMU lives: no longer
+        waiting.append(Call("a waiting job.wait() without a timeout", job.wait, LONG))
     if mode != "socket-closed":  # a job wait on a closed socket: see test_job_waits_on_a_closed_socket
         waiting += [
             Call("a waiting job.wait()", lambda: job.wait(timeout=waiting_for), waiting_for),
@@ -144,7 +176,7 @@ def test_every_waiting_call_returns_with_a_sentence(dead_lab, mode, kind):
     if mode == "killed":
         os.kill(vm.pid, signal.SIGKILL)
     elif mode == "socket-closed":
-        close_qmp_socket(vm)
+        close_qmp_socket(vm, "ours" if kind == "mirror" else "qemu's")
         os.kill(vm.pid, signal.SIGCONT)
 
     vm.session.timeout = SHORT  # the bound of calls that take no timeout of their own
@@ -167,6 +199,11 @@ def test_every_waiting_call_returns_with_a_sentence(dead_lab, mode, kind):
             assert_sentence(call.outcome(), error, words, call.name)
     if mode != "killed":
         assert vm.process.alive(), "nothing above ended QEMU"
+    if mode == "socket-closed":  # what the sentence says to do works: QEMU's monitor takes a new connection
+        again = qb.connect(vm.session.socket_path)
+        assert str(again.chain()) == "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
+        assert [entry["device"] for entry in again.query_block_jobs()] == [job.id], "the job ran on meanwhile"
+        again.session.close()
 
     lab.close()  # a stopped QEMU too: SIGKILL works on a stopped process
     assert not vm.process.alive()
