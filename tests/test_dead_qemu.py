@@ -38,7 +38,7 @@ MODES = ("killed", "socket-closed", "stopped")
 WORDS = {
     "killed": (qb.QEMUGone, ["no longer running", "killed by signal 9", "launch a new one"]),
     "socket-closed": (qb.QEMUGone, ["QMP connection", "closed", "reconnect with qb.connect("]),  # either end
-    "stopped": (qb.Timeout, ["got no answer within 0.5 s", "QEMU did not answer", "SIGCONT"]),
+    "stopped": (qb.Timeout, ["got no answer within 0.5 s", "QEMU is alive but did not answer", "SIGCONT"]),
 }
 
 

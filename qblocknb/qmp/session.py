@@ -178,7 +178,7 @@ class Session:
         """The error for a command QEMU did not answer in time: QEMUGone if it died meanwhile, else Timeout."""
         return self._gone(f"'{command}' got no answer") or Timeout(
             f"'{command}' got no answer within {timeout:g} s",
-            "QEMU did not answer: it is alive but stopped (SIGSTOP), stuck or very busy",
+            "QEMU is alive but did not answer (stopped by SIGSTOP, stuck, or very busy)",
             "look at the QEMU log, send it SIGCONT if it was stopped, or pass a larger timeout",
         )
 
