@@ -69,7 +69,7 @@ class Machine:
         return self.process.pid if self.process else None
 
     def alive(self) -> bool:
-        return self.process.alive() if self.process is not None else self.session.connected
+        return self.session.connected and (self.process is None or self.process.alive())
 
     def gone_error(self, what: str) -> Error | None:
         """The error to raise if QEMU is gone, else None."""
@@ -282,7 +282,7 @@ class Machine:
 
     def quit(self, timeout: float = 5.0) -> None:
         """End QEMU in order: QMP ``quit``, then SIGTERM, then SIGKILL."""
-        if self.alive():
+        if self.alive() and not (self.process is not None and self.process.stopped()):  # a stopped one never answers
             with contextlib.suppress(Error):  # QEMU may close the socket before it answers
                 self.session.execute("quit", timeout=timeout)
         self.session.close()
@@ -292,8 +292,10 @@ class Machine:
 
 def gone_error(process: QemuProcess | None, session: Session, what: str) -> Error | None:
     """Why ``what`` cannot be done because QEMU is gone (its exit, or the closed connection), else None."""
-    if process is not None:
-        return None if process.alive() else process.gone_error(what)
+    if process is not None and not process.alive():
+        return process.gone_error(what)
+    if not session.connected and isinstance(session, Session):
+        return session.closed_error(what)
     if not session.connected:
         return QEMUGone(
             what,
