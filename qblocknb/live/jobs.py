@@ -79,6 +79,10 @@ class Job(JobState):
         with self._cond:
             return super().timeline
 
+    def gone(self) -> bool:
+        """Whether this job's QEMU is gone (dead, or its connection closed): nothing more will happen to it."""
+        return self._gone("follow the job") is not None
+
     # -- waiting ----------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job has ended; raise JobError if it failed or can only go on with your help.

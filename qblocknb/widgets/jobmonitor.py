@@ -51,7 +51,10 @@ def speed_options(current: int) -> list[tuple[str, int]]:
 
 
 def allowed_verbs(job: Job) -> dict[str, bool]:
-    """Which buttons QEMU would accept now; pause/resume also follow whether the user paused the job."""
+    """Which buttons QEMU would accept now; pause/resume also follow whether the user paused the job; none once
+    its QEMU is gone."""
+    if job.gone():
+        return dict.fromkeys((*VERBS, "set-speed"), False)
     status = job.status
     return {
         "complete": status in VERB_STATES["complete"],
@@ -138,7 +141,7 @@ class JobMonitor(widgets.VBox):
             Refresher(
                 self.draw_plot,
                 signature=self._plot_signature,
-                finished=lambda: job.ended,
+                finished=lambda: job.ended or job.gone(),
                 interval=plot_interval,
                 gap=plot_interval,
                 name=f"qblocknb-plot-{job.id}",
