@@ -166,10 +166,6 @@ def test_random_verbs_never_desynchronise(seed_vm, lab, kind, seed):
     check_result(vm, lab, job)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobState.verb_refusal accepts a second pause and a plain cancel of a paused job, which QEMU refuses",
-)
 def test_verbs_qemu_refuses_on_a_paused_job_are_refused_before_sending(seed_vm):
     job = start(seed_vm, "mirror")
     job.pause()

@@ -295,6 +295,8 @@ class JobState(Faults):
             )
         if self.fault_refusal(verb) is not None:
             return self.fault_refusal(verb)
+        if verb == "pause" and self.user_paused:  # QEMU: "Job is already paused"
+            return JobError(f"cannot pause job '{self.id}'", "it is already paused", "call job.resume() to go on")
         if verb == "resume" and not (self.user_paused or self.stopped_on_error):
             return JobError(f"cannot resume job '{self.id}'", "it was not paused", "pause it first with job.pause()")
         return None
