@@ -80,6 +80,8 @@ class BlockState:
         if not loop.in_loop_thread():
             try:
                 return loop.run(both(), self.session.timeout)
+            except TimeoutError:  # a hung QEMU: asking again, one by one, would only double the wait
+                raise self.session.no_answer("query-block", self.session.timeout) from None
             except Exception:  # the plain calls below say what went wrong, as sentences
                 pass
         blocks = self.session.execute("query-block", record=False)

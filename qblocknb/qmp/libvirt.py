@@ -338,6 +338,10 @@ class LibvirtSession:
     def _closed_error(self, what: str, why: str) -> QEMUGone:
         return QEMUGone(f"'{what}' could not be sent to {self.where}", why, "connect_libvirt() again")
 
+    def no_answer(self, command: str, timeout: float) -> Timeout:
+        """The error for a command the domain's QEMU did not answer in time (as ``Session.no_answer``)."""
+        return self._timeout(f"'{command}'", timeout)
+
     def _timeout(self, what: str, timeout: float) -> Timeout:
         return Timeout(
             f"{what} got no answer from {self.where} within {timeout:.0f} s",
