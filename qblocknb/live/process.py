@@ -82,7 +82,7 @@ def command_line(
         "-device",
         f"virtio-blk,drive={node_name},id=virtio0",
         "-qmp",
-        f"unix:{qmp_socket},server=on,wait=off",
+        f"unix:{str(qmp_socket).replace(',', ',,')},server=on,wait=off",  # QEMU's option syntax doubles a comma
         *guest,
     ]
     if incoming:
