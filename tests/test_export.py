@@ -186,6 +186,7 @@ def test_a_plain_lab_session_writes_a_script_but_says_why_not_a_test(seed_vm, tm
     seed_vm.block_stream(device="node-D", job_id="job0").wait(timeout=60)
     script = seed_vm.history.iloc[-1:].to_script(tmp_path / "last.qmp")
     assert read_script(script.read_text())[0] == ("command", "block-stream", {"device": "node-D", "job-id": "job0"})
+    assert "# wait: job0 concluded" in script.read_text(), "any session marks where its jobs ended"
     with pytest.raises(qb.Error, match="RecordingLab"):
         seed_vm.history.to_pytest(tmp_path / "test_x.py")
     assert str(seed_vm.chain()) == "[d.qcow2]" and seed_vm.verify(expected_view("ABCD"))

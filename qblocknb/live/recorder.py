@@ -2,10 +2,9 @@
 
 QMP's history alone cannot rebuild a session: the images a Lab made and wrote offline are not in it, and
 neither is what the session saw.  A ``RecordingLab`` is a Lab that also keeps its offline steps and the
-launch; each QEMU it launches gets a ``Recorder``, which marks when jobs became ready or ended (the waits of
-a replay), and before every command sent while no job runs looks at the chain and at what the guest reads
-(``guest_view``).  ``vm.history.to_pytest(path)`` then writes a test that redoes it all in a fresh lab and
-asserts each look::
+launch; each QEMU it launches gets a ``Recorder``, which before every command sent while no job runs looks
+at the chain and at what the guest reads (``guest_view``).  ``vm.history.to_pytest(path)`` then writes a
+test that redoes it all in a fresh lab and asserts each look::
 
     lab = RecordingLab()
     vm = build_seed_chain(lab)
@@ -64,7 +63,6 @@ class Recorder:
         self.vm, self.lab, self.launch, self.launched = vm, lab, launch, time.time()
         self.looks: dict[int, tuple[str, list[ViewRun]]] = {0: self.look()}  # before record i: (chain, view)
         history = vm.session.history
-        vm.listeners.register(history.on_event)
         history.before.register(self._before)
         history.exporter = self.write_pytest
 

@@ -145,6 +145,7 @@ class LibvirtSession:
         self.timeout = timeout
         self.history = History()
         self.listeners = Listeners()
+        self.listeners.register(self.history.on_event)  # when jobs became ready or ended: an exported script's waits
         self.conn: Any = None
         self.domain: Any = None
         self._callbacks: list[tuple[str, int]] = []

@@ -51,6 +51,7 @@ class Session:
         self.timeout = timeout
         self.history = History()
         self.listeners = Listeners()  # each event as a dict, on the event thread
+        self.listeners.register(self.history.on_event)  # when jobs became ready or ended: an exported script's waits
         self._gone = gone or (lambda what: None)
         self._client = QMPClient(name)
         self._events = EventListener()
