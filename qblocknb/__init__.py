@@ -29,6 +29,7 @@ from qblocknb.live.jobs import Job
 from qblocknb.live.lab import Lab
 from qblocknb.live.machine import Machine
 from qblocknb.live.plan import StepFailed, plan
+from qblocknb.live.recorder import RecordingLab
 from qblocknb.migration import tls
 from qblocknb.migration.flow import MigrationError, StorageMigration, launch_destination, migrate_storage
 from qblocknb.model.chain import Bitmap, Chain, ChainDiff, Image, JobInfo, RetiredImage
@@ -83,6 +84,7 @@ __all__ = [
     "Plan",
     "Prediction",
     "QEMUGone",
+    "RecordingLab",
     "RetiredImage",
     "StepFailed",
     "StorageMigration",

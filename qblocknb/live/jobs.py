@@ -130,7 +130,8 @@ class Job(JobState):
                     raise Timeout(
                         f"job '{self.id}' did not {goal} within {timeout} s",
                         f"it is {self.status} at {self.progress:.0%}",
-                        "wait longer, raise its speed with job.set_speed(), or cancel it",
+                        "wait longer, raise its speed with job.set_speed(), or cancel it; if it does not move at "
+                        "all, check that QEMU answers (vm.query_status())",
                     )
                 self._cond.wait(remaining)
 
