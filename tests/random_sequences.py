@@ -287,7 +287,8 @@ def apply_stream(seq: Sequence, op: Stream) -> Applied:
     chain = seq.model.chain
     if len(chain) < (2 if op.active else 3):
         return None, None
-    device = len(chain) - 1 if op.active else 1 + op.device % (len(chain) - 2)
+    # An intermediate image counted from the top, so that the first picks leave images below it for a base.
+    device = len(chain) - 1 if op.active else len(chain) - 2 - op.device % (len(chain) - 2)
     base = None if op.base is None or device < 2 else op.base % (device - 1)
     extra = {} if base is None else {"base_node": chain[base].node}
     seq.finish(seq.job("block_stream", device=chain[device].node, **extra))

@@ -43,7 +43,7 @@ REPRODUCIBLE = settings(
 # Besides the drawn sequences, one that runs every kind of operation at least once, from the seed's chain.
 EVERY_KIND = [
     *seed_layers(3),
-    Stream(False, 1, 0),  # an intermediate one, with a base
+    Stream(False, 0, 0),  # an intermediate one, with a base
     Stream(True, 0, 0),  # the top, with a base
     Snapshot(),
     Write(40, 8, 0x5A),
@@ -83,7 +83,7 @@ GUEST_JOBS = [
 ]
 
 
-@settings(REPRODUCIBLE, max_examples=50)
+@settings(REPRODUCIBLE, max_examples=60)
 @given(ops=sequences())
 def test_random_sequences_match_the_model(ops, tmp_path_factory):
     run_sequence(ops, tmp_path_factory.mktemp("sequence") / "lab")
