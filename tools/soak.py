@@ -27,7 +27,9 @@ from random_sequences import GUEST_CLUSTERS, Stats, run_sequence, sequences
 
 from qblocknb.live import guestimage
 
-PLAIN_BATCH, GUEST_BATCH = 10, 2  # examples per hypothesis run: short enough to stop near the deadline
+# Examples per hypothesis run: each run starts with the simplest sequence, so not too few; short enough to stop
+# near the deadline.
+PLAIN_BATCH, GUEST_BATCH = 25, 4
 MAX_OPERATIONS = 30  # per sequence, after the seed-like start (make test draws up to 16)
 
 
