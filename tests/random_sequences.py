@@ -186,7 +186,10 @@ class Sequence:
     def run(self, ops: list[Operation]) -> None:
         for number, op in enumerate(ops, 1):
             self.step = f"step {number} ({op})"
-            kind, copy = APPLY[type(op)](self, op)
+            try:
+                kind, copy = APPLY[type(op)](self, op)
+            except qb.Error as error:  # a refusal, a failed job, a timeout: reported with the calls that led there
+                raise AssertionError(self.failure(f"{type(error).__name__}: {error}")) from error
             if kind is None:
                 self.stats.passed_over += 1
                 continue
@@ -241,10 +244,8 @@ class Sequence:
 
     def differences(self, file: str, expected: list[tuple[int, int, int]], who: str) -> str:
         wrong = [run for run in expected if not self.lab.runs_match(file, [run])]
-        shown_runs = ", ".join(
-            f"{offset // CLUSTER}+{length // CLUSTER} clusters {p:#04x}" for offset, length, p in wrong
-        )
-        return f"{who} does not read as the model says at {shown_runs} (cluster numbers)"
+        where = ", ".join(f"{o // CLUSTER}-{(o + n) // CLUSTER - 1} should be {p:#04x}" for o, n, p in wrong)
+        return f"{who} does not read as the model says: clusters {where}"
 
     def stop_writer(self) -> None:
         """The guest reads back every record its writer wrote through all the sequence's jobs: all must hold."""

@@ -100,6 +100,7 @@ def qemu_version() -> str:
 def figures(soak: Soak, minutes: float, seconds: float, command: str, no_guest: str | None) -> str:
     both = soak.plain.operations + soak.guest.operations
     gib = (soak.plain.bytes_verified + soak.guest.bytes_verified) / (1 << 30)
+    written = soak.guest.writer_records_written
     rows: list[tuple[str, str]] = [
         ("command", f"`{command}`"),
         ("QEMU", qemu_version()),
@@ -108,7 +109,7 @@ def figures(soak: Soak, minutes: float, seconds: float, command: str, no_guest: 
         ("operations", f"{sum(both.values())} ({sum(soak.guest.operations.values())} of them under the writer)"),
         ("operations passed over (did not fit the chain)", str(soak.plain.passed_over + soak.guest.passed_over)),
         ("bytes verified against the model", f"{gib:.1f} GiB"),
-        ("guest writer", f"{soak.guest.writer_records_written} records written, each record read back and checked"),
+        ("guest writer", f"{written} records written; each sequence's last round read back intact"),
         ("failures", str(len(soak.failures))),
     ]
     if no_guest:
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qblocknb-soak-") as folder:
         soak = Soak(Path(folder))
         soak.run(minutes, share)
-    command = f"SOAK_MINUTES={minutes:g} make soak"
+    share_set = [f"SOAK_GUEST_SHARE={os.environ['SOAK_GUEST_SHARE']}"] if "SOAK_GUEST_SHARE" in os.environ else []
+    command = " ".join([f"SOAK_MINUTES={minutes:g}", *share_set, "make soak"])
     text = figures(soak, minutes, time.monotonic() - started, command, no_guest)
     print(text)
     if args.write:
