@@ -124,6 +124,18 @@ def test_an_nbd_export_is_drawn_over_the_node_it_exports(seed_vm, lab):
     assert str(seed_vm.chain()) == SEED
 
 
+def test_a_throttle_filter_is_drawn_over_the_node_it_throttles(seed_vm):
+    seed_vm.object_add(qom_type="throttle-group", id="tg0", limits={"iops-total": 1000})
+    seed_vm.blockdev_add(driver="throttle", node_name="thr0", throttle_group="tg0", file="node-A", read_only=True)
+    graph = seed_vm.block_graph()
+    assert filters(graph)["thr0"] == "throttle"
+    edge = graph.edge("thr0", "node-A")
+    assert edge.role == "file" and "write" in edge.shared, "a read-only throttle lets node-B's chain go on"
+    assert 'id="filter:thr0"' in svg(graph)
+    assert images.runs_match(f"{seed_vm.cwd}/a.qcow2", expected_view("A"), fmt="qcow2"), "base data unchanged"
+    assert str(seed_vm.chain()) == SEED, "a filter on the side is not part of the chain"
+
+
 def test_the_fallback_from_named_nodes_says_what_it_does_not_know(seed_vm, lab):
     add_target(seed_vm, lab, "target")
     job = seed_vm.blockdev_backup(device="node-D", target="target", sync="full", job_id="bk", speed=CRAWL)
