@@ -151,7 +151,7 @@ def test_a_later_commit_below_a_streamed_out_image_makes_it_invalid_too():
     streamed = next(a for a in plan.alternatives if [s.command for s in a.steps] == ["block-stream", "block-commit"])
     assert set(streamed.cost.invalid) == {"b.qcow2", "c.qcow2", "d.qcow2"}
     notes = {r.name: r.note for r in streamed.route.chains[-1].retired}
-    assert notes["b.qcow2"] == "invalid: a later commit changed a.qcow2 below it"
+    assert notes["b.qcow2"] == "invalid: a later commit wrote into a.qcow2, which it reads through"
     assert notes["d.qcow2"] == "invalid: do not use"
 
 

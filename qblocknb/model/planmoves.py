@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from qblocknb.model.chain import Chain, Image, RetiredImage
+from qblocknb.model.chain import Chain, Image
 from qblocknb.model.predict import predict
 from qblocknb.model.qmpshell import format_json, format_line
 
@@ -77,22 +77,12 @@ def size(part: Extents) -> int:
 
 # -- state -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Retirement:
-    """An image that left the chain: still a valid point in time or not, and the images it reads through."""
-
-    file: str
-    valid: bool
-    note: str
-    below: frozenset[str]
-
-
-@dataclass(frozen=True)
 class State:
     """A chain on the way to the goal, what each of its images holds, and what became of the ones that left."""
 
     chain: Chain
     held: Mapping[str, Extents]
-    retirements: tuple[Retirement, ...] = ()
+    invalid_before: frozenset[str] = frozenset()  # images that were invalid before the plan: not its doing
 
     @classmethod
     def start(cls, chain: Chain, allocation: Mapping[str, Layout] | None = None) -> State:
@@ -104,7 +94,7 @@ class State:
             if isinstance(layout, int):
                 layout = [((number + 1) * APART, layout)]
             held[image.file] = extents(layout)
-        return cls(chain, held)
+        return cls(chain, held, frozenset(r.file for r in chain.retired if not r.valid))
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -112,7 +102,8 @@ class State:
 
     @property
     def invalid(self) -> tuple[str, ...]:
-        return tuple(r.file for r in self.retirements if not r.valid)
+        """The images the plan so far has made invalid (``predict`` applies the seed's rule, carried on)."""
+        return tuple(r.file for r in self.chain.retired if not r.valid and r.file not in self.invalid_before)
 
 
 @dataclass(frozen=True)
@@ -216,7 +207,7 @@ def _stream(state: State, top: int, base: int, job_id: str) -> Move:
     held = {**state.held, images[top].file: union([state.held[images[top].file], data])}
     rest = f"then backs onto {images[base].name}" if base >= 0 else "then stands alone"
     summary = f"stream {_names(leaving)} into {images[top].name}, which {rest}"
-    return _move(state, "block-stream", arguments | {"job-id": job_id}, "stream", summary, copies, held, None)
+    return _move(state, "block-stream", arguments | {"job-id": job_id}, "stream", summary, copies, held)
 
 
 def _commit(state: State, top: int, base: int, job_id: str) -> Move:
@@ -229,7 +220,7 @@ def _commit(state: State, top: int, base: int, job_id: str) -> Move:
         f", READY, then block-job-complete makes {images[base].name} the active layer" if active else ""
     )
     kind = "active commit" if active else "commit"
-    return _move(state, "block-commit", arguments | {"job-id": job_id}, kind, summary, size(data), held, images[base])
+    return _move(state, "block-commit", arguments | {"job-id": job_id}, kind, summary, size(data), held)
 
 
 def _mirror(state: State, sync: str, target: str, node: str, job_id: str) -> Move:
@@ -245,42 +236,14 @@ def _mirror(state: State, sync: str, target: str, node: str, job_id: str) -> Mov
         data, what = (), f"start new {target} as an overlay of {chain.active.name}"
     summary = f"{what} (sync={sync}), READY, then block-job-complete pivots the device to it"
     held = {**state.held, target: data}
-    return _move(state, "drive-mirror", arguments, f"mirror (sync={sync})", summary, size(data), held, None)
+    return _move(state, "drive-mirror", arguments, f"mirror (sync={sync})", summary, size(data), held)
 
 
 def _move(
-    state: State,
-    command: str,
-    arguments: dict,
-    kind: str,
-    summary: str,
-    copies: int,
-    held: dict[str, Extents],
-    committed_into: Image | None,
+    state: State, command: str, arguments: dict, kind: str, summary: str, copies: int, held: dict[str, Extents]
 ) -> Move:
-    """The move, its chain predicted by ``predict`` (the seed's rule on images that leave, tightened below)."""
+    """The move, its chain predicted by ``predict``: the seed's rule on images that leave, and a commit's write
+    into its base ending the validity of what was streamed out above it."""
     after = predict(state.chain, command, arguments).after
-    retirements = list(state.retirements)
-    if committed_into is not None:  # a commit changes its base: what read through it is no point in time now
-        retirements = [_invalidated(r, committed_into.file) for r in retirements]
-    for retired in after.retired[len(state.chain.retired) :]:
-        below = state.chain.files[: state.chain.files.index(retired.file)]
-        retirements.append(Retirement(retired.file, retired.valid, retired.note, frozenset(below)))
-    mine = {r.file for r in retirements}
-    earlier = tuple(r for r in after.retired if r.file not in mine)  # images that left before this plan
-    chain = replace(after, retired=earlier + tuple(_retired_image(after, r) for r in retirements))
-    held = {file: part for file, part in held.items() if file in chain.files}
-    return Move(command, arguments, kind, summary, copies, State(chain, held, tuple(retirements)))
-
-
-def _invalidated(retirement: Retirement, changed: str) -> Retirement:
-    if not retirement.valid or changed not in retirement.below:
-        return retirement
-    name = Image(changed, "", 0).name
-    return replace(retirement, valid=False, note=f"invalid: a later commit changed {name} below it")
-
-
-def _retired_image(after: Chain, retirement: Retirement) -> RetiredImage:
-    """The chain's record of a retired image, with the validity this plan works out."""
-    known = next(r for r in after.retired if r.file == retirement.file)
-    return replace(known, valid=retirement.valid, note=retirement.note)
+    held = {file: part for file, part in held.items() if file in after.files}
+    return Move(command, arguments, kind, summary, copies, replace(state, chain=after, held=held))
