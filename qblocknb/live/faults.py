@@ -17,14 +17,14 @@ Put one in place with ``add_target`` (a job target outside the chain, for mirror
     lab.create("b.qcow2", backing="a.qcow2")
     add_overlay(vm, "b.qcow2", "node-B", Fault("read", once=True))
     add_target(vm, "e.qcow2", "node-E", Fault("write"), size="64M")  # for blockdev-mirror or -backup
-    print(vm.chain())                                                 # [a.qcow2] <-- [b.qcow2 (qcow2)]
+    print(vm.chain())                                                 # [a.qcow2] <-- [b.qcow2 (blkdebug)]
 
 QEMU names a node over ``blkdebug`` with a ``json:`` description of its options, which the chain shows as
-``b.qcow2 (qcow2)``. ``blkdebug`` fires on data requests of the format node (``read_aio``/``write_aio``), so a
+``b.qcow2 (blkdebug)``. ``blkdebug`` fires on data requests of the format node (``read_aio``/``write_aio``), so a
 rule never trips on metadata or a flush. An overlay above a ``blkdebug`` layer must be made by QEMU
 (``blockdev-snapshot-sync``): only then does its header name that layer as QEMU does, which is how the chain is
-read. On QEMU 7.2 a commit into such a layer renames it once more and the live chain loses track of the layers
-above it (the files on disk stay right: ``lab.chain(...)``).
+read. A commit into such a layer makes QEMU rename it and the layers above it once more; the live chain follows
+those names too.
 """
 
 from __future__ import annotations
