@@ -36,12 +36,9 @@ def why_unusable(vm) -> str | None:
     Read from the process and the connection only, never from QEMU, so that it answers at once even when QEMU
     does not.
     """
-    gone = vm.gone_error("QEMU takes no more commands")
+    gone = vm.gone_error("QEMU takes no more commands")  # its process died, or its connection closed
     if gone is not None:
         return str(gone)
-    if not vm.session.connected:
-        where = vm.session.where
-        return str(Error("QEMU takes no more commands", f"the QMP connection to {where} is closed", "reconnect"))
     if vm.process is not None and vm.process.stopped():
         return str(
             Error(
@@ -51,11 +48,6 @@ def why_unusable(vm) -> str | None:
             )
         )
     return None
-
-
-def gone_for_good(vm) -> bool:
-    """QEMU died or its connection closed: nothing the dashboard shows can change again."""
-    return not vm.alive() or not vm.session.connected
 
 
 class Dashboard(widgets.VBox):
@@ -89,7 +81,7 @@ class Dashboard(widgets.VBox):
         self._watch = Refresher(
             self.show_state,
             signature=lambda: why_unusable(vm),
-            finished=lambda: gone_for_good(vm),
+            finished=lambda: not vm.alive(),  # QEMU died or its connection closed: nothing can change again
             name="qblocknb-dashboard",
         )
 
