@@ -17,12 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from qblocknb.errors import Error, InputError, JobError, Timeout
+from qblocknb.errors import Error, JobError, Timeout
 from qblocknb.model import hmp
 from qblocknb.model.chain import Chain
 from qblocknb.model.jobstate import EVENT_COLUMNS, TIMELINE_COLUMNS, JobState, event_time
 from qblocknb.model.listeners import Listeners
-from qblocknb.model.sizes import parse_size
+from qblocknb.model.sizes import parse_named_size
 from qblocknb.model.vocabulary import Outcome
 
 POLL = 0.2
@@ -200,10 +200,7 @@ class Job(JobState):
 
     def set_speed(self, bytes_per_s: int | str) -> Job:
         """Throttle (or with 0, unthrottle) the job."""
-        try:
-            speed = parse_size(bytes_per_s)
-        except InputError as error:
-            raise InputError(f"job '{self.id}': speed {bytes_per_s!r} is refused", error.what, error.todo) from None
+        speed = parse_named_size(bytes_per_s, f"job '{self.id}': speed")
         self.send_verb("set-speed", "block-job-set-speed", {"device": self.id, "speed": speed})
         return self
 

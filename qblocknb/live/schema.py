@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from qblocknb.errors import InputError, UnknownCommand
-from qblocknb.model.sizes import parse_size
+from qblocknb.errors import UnknownCommand
+from qblocknb.model.sizes import parse_named_size
 
 SIZE_ARGUMENTS = {"speed", "buf-size", "granularity"}
 
@@ -68,10 +68,7 @@ class Schema:
         turned into bytes."""
         merged = {**(arguments or {}), **self.qmp_arguments(command, kwargs)}
         for key in SIZE_ARGUMENTS & merged.keys():
-            try:
-                merged[key] = parse_size(merged[key])
-            except InputError as error:
-                raise InputError(f"{command}: {key} {merged[key]!r} is refused", error.what, error.todo) from None
+            merged[key] = parse_named_size(merged[key], f"{command}: {key}")
         return merged
 
     def qmp_arguments(self, command: str, kwargs: dict) -> dict:

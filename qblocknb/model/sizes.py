@@ -44,6 +44,14 @@ def parse_size(value: int | str) -> int:
     return int(size)
 
 
+def parse_named_size(value: int | str, what: str) -> int:
+    """``parse_size`` for an argument: a refusal names ``what`` (``"job 'job0': speed"``) before the reason."""
+    try:
+        return parse_size(value)
+    except InputError as error:
+        raise InputError(f"{what} {value!r} is refused", error.what, error.todo) from None
+
+
 def human_size(count: float) -> str:
     """Show a byte count with a binary unit, for tables and diagrams."""
     for unit in ("B", "KiB", "MiB", "GiB"):
