@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from qblocknb.errors import Error, QEMUGone
+from qblocknb.errors import Error
 from qblocknb.live import images
 from qblocknb.live.blockstate import BlockState
 from qblocknb.live.chainreader import ChainReader, Checked
@@ -294,12 +294,4 @@ def gone_error(process: QemuProcess | None, session: Session, what: str) -> Erro
     """Why ``what`` cannot be done because QEMU is gone (its exit, or the closed connection), else None."""
     if process is not None and not process.alive():
         return process.gone_error(what)
-    if not session.connected and isinstance(session, Session):
-        return session.closed_error(what)
-    if not session.connected:
-        return QEMUGone(
-            what,
-            f"the connection to {session.where} is closed",
-            "check whether that QEMU is still running, then qb.connect() again",
-        )
-    return None
+    return None if session.connected else session.closed_error(what)

@@ -339,6 +339,14 @@ class LibvirtSession:
     def _closed_error(self, what: str, why: str) -> QEMUGone:
         return QEMUGone(f"'{what}' could not be sent to {self.where}", why, "connect_libvirt() again")
 
+    def closed_error(self, what: str) -> QEMUGone:
+        """Why ``what`` failed once this session is closed (as ``Session.closed_error``)."""
+        return QEMUGone(
+            what,
+            f"the connection to {self.where} is closed",
+            "check that the domain still runs (virsh list), then qb.connect_libvirt() again",
+        )
+
     def no_answer(self, command: str, timeout: float) -> Timeout:
         """The error for a command the domain's QEMU did not answer in time (as ``Session.no_answer``)."""
         return self._timeout(f"'{command}'", timeout)
