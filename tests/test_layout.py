@@ -94,3 +94,45 @@ def test_no_class_is_over_250_lines():
         if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES
     ]
     assert not big, ", ".join(big)
+
+
+# The live modules that make Machines (or are one); every other part takes the narrow interface it needs.
+BUILDS_MACHINES = {"machine", "attach", "lab", "recorder"}
+VIEW_LAYERS = ("widgets", "render", "model")
+SESSION_MODULES = {"qblocknb.qmp.session", "qblocknb.qmp.libvirt", "qblocknb.qmp.libvirtnative"}
+SESSION_CLASSES = {"Session", "LibvirtSession", "NativeSession"}
+
+
+def test_parts_of_a_machine_do_not_import_it():
+    trees = modules()
+    wrong = [
+        name
+        for name, tree in trees.items()
+        if name.startswith("qblocknb.live.")
+        and name.split(".")[2] not in BUILDS_MACHINES
+        and "qblocknb.live.machine" in imports(tree, runtime_only=False, known=set(trees))
+    ]
+    assert not wrong, f"these take the whole Machine (give them a Protocol of what they use): {sorted(wrong)}"
+
+
+def session_branches(tree: ast.Module) -> list[int]:
+    """Lines of ``isinstance(x, ...)`` calls that name a session class: a view asking which backend it has."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", "") == "isinstance"
+        and len(node.args) == 2
+        and {getattr(n, "id", None) or getattr(n, "attr", None) for n in ast.walk(node.args[1])} & SESSION_CLASSES
+    ]
+
+
+def test_views_never_see_a_backend():
+    trees = modules()
+    wrong = []
+    for name, tree in trees.items():
+        if (name.split(".")[1] if name.count(".") else None) not in VIEW_LAYERS:
+            continue
+        wrong += [f"{name} imports {m}" for m in imports(tree, runtime_only=False, known=set(trees)) & SESSION_MODULES]
+        wrong += [f"{name}:{line} asks isinstance of a session" for line in session_branches(tree)]
+    assert not wrong, "; ".join(sorted(wrong))

@@ -7,18 +7,26 @@ look at the graph is not part of ``vm.history``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from qblocknb.errors import InputError
+from qblocknb.live.ports import Querier
 from qblocknb.model.blockgraph import DEBUG_SOURCE, NAMED_SOURCE, BlockGraph
 
 if TYPE_CHECKING:
-    from qblocknb.live.machine import Machine
+    from qblocknb.live.jobs import Job
 
 SOURCES = (DEBUG_SOURCE, NAMED_SOURCE)
 
 
-def read_block_graph(vm: Machine, source: str | None = None) -> BlockGraph:
+class GraphSource(Querier, Protocol):
+    """A QEMU's quiet queries, and this session's jobs: without the debug graph, they say which nodes a job holds."""
+
+    @property
+    def job_list(self) -> list[Job]: ...
+
+
+def read_block_graph(vm: GraphSource, source: str | None = None) -> BlockGraph:
     """The block graph now; ``source`` forces one of ``SOURCES`` (default: the debug graph where QEMU has it)."""
     if source not in (None, *SOURCES):
         raise InputError(f"unknown block graph source {source!r}", "", f"use one of {', '.join(SOURCES)}")

@@ -18,20 +18,38 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from qblocknb.errors import CommandError, Error
 from qblocknb.live import images
+from qblocknb.live.ports import HostPaths, Querier
 from qblocknb.model import hmp
 from qblocknb.model.chain import FILTER_DRIVERS, PROTOCOL_DRIVERS, device_id
 
 if TYPE_CHECKING:
-    from qblocknb.live.machine import Machine
+    from qblocknb.live.process import QemuProcess
+    from qblocknb.model.chain import Chain
 
 STDOUT_WAIT = 5.0
 VERDICTS = ("wrote", "read ", "Pattern verification failed")
+SendFd = Callable[[int, str], None]  # hands QEMU an open descriptor by name (QMP getfd), where the backend can
+
+
+class Disks(Querier, HostPaths, Protocol):
+    """What guest I/O uses of a QEMU: its disks and their chain, HMP, quiet queries and host files.
+
+    ``process`` is the QEMU launched here, whose stdout carries qemu-io's verdicts; None for one attached to.
+    """
+
+    process: QemuProcess | None
+
+    def disk(self, device: str | None = None) -> dict: ...
+
+    def chain(self, device: str | None = None) -> Chain: ...
+
+    def hmp(self, command_line: str) -> str: ...
 
 
 def io_failed(command: str, disk: dict, verdict: str) -> Error:
@@ -50,8 +68,9 @@ def io_failed(command: str, disk: dict, verdict: str) -> Error:
 class GuestIO:
     """Writes and reads through a machine's disks, and verification of the guest view."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Disks, send_fd: SendFd | None = None) -> None:
         self.vm = machine
+        self._send_fd = send_fd
         self._lock = threading.Lock()  # one qemu-io verdict on QEMU's stdout at a time
 
     # -- guest I/O --------------------------------------------------------------------------
@@ -174,11 +193,11 @@ class GuestIO:
     def _start_server(self, path: Path, disk_name: str) -> socket.socket | None:
         """Start QEMU's NBD server on ``path``: on a socket we bind and hand over, so QEMU's user does not matter."""
         listener = None
-        if hasattr(self.vm.session, "send_fd"):
+        if self._send_fd is not None:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(str(path))
             listener.listen(4)
-            self.vm.session.send_fd(listener.fileno(), "qblocknb-view")
+            self._send_fd(listener.fileno(), "qblocknb-view")
             address = {"type": "fd", "data": {"str": "qblocknb-view"}}
         else:
             address = {"type": "unix", "data": {"path": str(path)}}

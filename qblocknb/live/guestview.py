@@ -15,18 +15,27 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from qblocknb.live.ports import HostPaths
 from qblocknb.live.tools import run
 
 if TYPE_CHECKING:
-    from qblocknb.live.machine import Machine
+    from qblocknb.model.chain import Chain
 
 GRAIN = 64 << 10
 ViewRun = tuple[int, int, str]
 
 
-def guest_view(vm: Machine, grain: int = GRAIN) -> list[ViewRun]:
+class Flushable(HostPaths, Protocol):
+    """A QEMU whose active image can be read from this host once it has flushed."""
+
+    def flush(self) -> None: ...
+
+    def chain(self, device: str | None = None) -> Chain: ...
+
+
+def guest_view(vm: Flushable, grain: int = GRAIN) -> list[ViewRun]:
     """The guest-visible bytes of ``vm.device`` as ``(offset, length, name)`` runs."""
     vm.flush()
     image = vm.host_path(vm.chain().active.file)

@@ -49,7 +49,7 @@ class Machine:
         self.process = process
         self.cwd = cwd
         self._device = device
-        self.guest_io = GuestIO(self)
+        self.guest_io = GuestIO(self, getattr(session, "send_fd", None))  # a socket session can hand QEMU a descriptor
         self.guest: Guest | None = None  # a booted guest OS (lab.launch(..., guest=True)), else none
         self.state = BlockState(session)
         self.schema = Schema(session)

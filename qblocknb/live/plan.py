@@ -17,15 +17,28 @@ the first step that fails or leaves another chain than planned::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from qblocknb.errors import Error, InputError, JobError
 from qblocknb.live import images
-from qblocknb.live.machine import Machine
+from qblocknb.live.guestview import Flushable
 from qblocknb.model.chain import Chain
 from qblocknb.model.planmoves import Layout, Move
 from qblocknb.model.planner import Plan, chain_from_notation, make_plan, parse_goal
 
+if TYPE_CHECKING:
+    from qblocknb.live.jobs import Job
+
 Progress = Callable[[int, Move, str], None]  # (step number from 1, the step, "started" or "done")
+
+
+class Planned(Flushable, Protocol):
+    """A live QEMU as plans see it: its chain and files (after a flush), its jobs, and the checked commands."""
+
+    @property
+    def job_list(self) -> list[Job]: ...
+
+    def execute(self, command: str, arguments: dict | None = None, /) -> Job: ...
 
 
 class StepFailed(JobError):
@@ -38,7 +51,7 @@ class StepFailed(JobError):
 
 
 def plan(
-    source: Machine | Chain | str,
+    source: Planned | Chain | str,
     goal: str | Chain | Sequence[str],
     allocation: dict[str, Layout] | None = None,
     prefer: str | Sequence[str] = (),
@@ -48,7 +61,7 @@ def plan(
     An impossible goal is refused with an InputError, before anything is sent to QEMU; ``prefer`` changes
     the order plans are compared in (``prefer=("invalid",)`` keeps points in time before saving bytes).
     """
-    if not isinstance(source, Machine):
+    if isinstance(source, Chain | str):
         chain = chain_from_notation(source) if isinstance(source, str) else source
         return make_plan(chain, goal, allocation, prefer=prefer)
     chain = source.chain()
@@ -65,7 +78,7 @@ def plan(
     return make_plan(chain, goal, allocation, {job.id for job in source.job_list}, prefer)
 
 
-def read_allocation(vm: Machine, chain: Chain) -> dict[str, Layout]:
+def read_allocation(vm: Flushable, chain: Chain) -> dict[str, Layout]:
     """The byte ranges each image holds itself (``qemu-img map``, depth 0), for the images this host can read.
 
     QEMU is flushed first, so that the files tell the truth; an image this host cannot see is left out
@@ -81,7 +94,7 @@ def read_allocation(vm: Machine, chain: Chain) -> dict[str, Layout]:
     return allocation
 
 
-def run_plan(plan: Plan, vm: Machine, timeout: float | None = None, progress: Progress | None = None) -> Chain:
+def run_plan(plan: Plan, vm: Planned, timeout: float | None = None, progress: Progress | None = None) -> Chain:
     """Run each step on ``vm``; the chain reached. ``timeout`` bounds each wait (by default: while QEMU lives)."""
     now = vm.chain()
     if _nodes(now) != _nodes(plan.start):
@@ -114,7 +127,7 @@ def _nodes(chain: Chain) -> str:
     return ", ".join(image.node_name or image.name for image in chain)
 
 
-def _chain_or_none(vm: Machine) -> Chain | None:
+def _chain_or_none(vm: Planned) -> Chain | None:
     try:
         return vm.chain()
     except Error:

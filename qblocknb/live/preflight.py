@@ -8,22 +8,31 @@ existing target, or a job verb for a job that does not exist is refused as a sen
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from qblocknb.errors import InputError
 from qblocknb.live import images
+from qblocknb.live.ports import HostPaths, Querier
 from qblocknb.model.nbd import is_protocol
 from qblocknb.model.predict import SNAPSHOT
 from qblocknb.model.vocabulary import JOB_COMMANDS, VERB_COMMANDS
 
 if TYPE_CHECKING:
-    from qblocknb.live.machine import Machine
+    from qblocknb.live.jobregistry import JobRegistry
+    from qblocknb.live.schema import Schema
 
 CHECKED = {*JOB_COMMANDS, *VERB_COMMANDS, SNAPSHOT}
 IMAGE_FORMATS = ("qcow2", "raw")  # the two a target is made in here; any driver QEMU lists is accepted
 
 
-def check_command(vm: Machine, command: str, arguments: dict) -> None:
+class CheckSource(Querier, HostPaths, Protocol):
+    """What the checks read: the schema (names, drivers), the jobs this session runs, quiet queries, host files."""
+
+    schema: Schema
+    registry: JobRegistry
+
+
+def check_command(vm: CheckSource, command: str, arguments: dict) -> None:
     """Raise InputError for what this QEMU would refuse in a job, verb or snapshot command; return quietly else."""
     if command not in CHECKED:
         return
@@ -33,7 +42,7 @@ def check_command(vm: Machine, command: str, arguments: dict) -> None:
         _check_job_exists(vm, command, arguments)
 
 
-def _check_names(vm: Machine, command: str, arguments: dict) -> None:
+def _check_names(vm: CheckSource, command: str, arguments: dict) -> None:
     known = vm.schema.arguments(command)
     unknown = sorted(set(arguments) - known) if known else []
     if unknown:
@@ -45,7 +54,7 @@ def _check_names(vm: Machine, command: str, arguments: dict) -> None:
         )
 
 
-def _check_format(vm: Machine, command: str, arguments: dict) -> None:
+def _check_format(vm: CheckSource, command: str, arguments: dict) -> None:
     fmt = arguments.get("format")
     if fmt is None:
         return
@@ -72,7 +81,7 @@ def _check_format(vm: Machine, command: str, arguments: dict) -> None:
             )
 
 
-def _check_job_exists(vm: Machine, command: str, arguments: dict) -> None:
+def _check_job_exists(vm: CheckSource, command: str, arguments: dict) -> None:
     """A verb for a job QEMU does not have (the Job objects were asked already: this is for ended or foreign ids)."""
     key = "device" if command.startswith("block-job-") else "id"
     job_id = arguments.get(key)
