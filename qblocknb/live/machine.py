@@ -26,6 +26,7 @@ from qblocknb.live.jobs import Job
 from qblocknb.live.preflight import check_command
 from qblocknb.live.process import QemuProcess
 from qblocknb.live.schema import Schema
+from qblocknb.live.virshlines import VirshLines
 from qblocknb.model.blockgraph import BlockGraph
 from qblocknb.model.chain import Chain, RetiredImage, device_id, disks, pick_disk
 from qblocknb.model.listeners import Listeners
@@ -56,6 +57,7 @@ class Machine:
         self.monitoring = True  # running jobs are sampled every 20 ms for their timelines
         self.registry = JobRegistry(session, self._new_job, monitoring=lambda: self.monitoring)
         self.reader = ChainReader(self.state, self.registry)
+        self.virsh = VirshLines(session, self.reader, self.registry)  # vm.history's virsh column, forms, plans
         self.listeners = Listeners()  # each QMP event as a dict, on the session thread
         session.listeners.register(self._on_event)
 
@@ -193,7 +195,7 @@ class Machine:
         return job
 
     def _checked(self, command: str, arguments: dict) -> Checked:
-        return self.reader.check(command, arguments, self._device, {j.id for j in self.registry.active()}, self.cwd)
+        return self.virsh.check(command, arguments, self._device, {j.id for j in self.registry.active()}, self.cwd)
 
     def _new_job(self, job_id: str, command: str, arguments: dict, chain: Chain | None, *ends: str | None) -> Job:
         """A Job that sends through this machine and knows when it is gone."""

@@ -20,6 +20,7 @@ from qblocknb.errors import Error
 from qblocknb.model.listeners import Listeners
 from qblocknb.model.script import Entry, Mark, script_text
 
+COLUMNS = ("time", "command", "arguments", "duration_s", "outcome", "result", "error", "virsh")
 WAITED = {"ready": "ready", "concluded": "concluded", "null": "concluded"}  # job statuses a replay waits for
 
 
@@ -34,6 +35,7 @@ class CommandRecord:
     outcome: str = "pending"
     result: object = None
     error: str = ""
+    virsh: str = ""  # the same intent as a virsh line, when the session was told how to say it
 
 
 @dataclass
@@ -41,17 +43,19 @@ class History:
     """Thread-safe list of CommandRecords with a DataFrame view.
 
     ``before`` is told ``(command, arguments)`` just before a recorded command goes out (a recorder looks at
-    the state then); ``marks`` are the moments jobs became ready or ended, for the waits of a replay.
+    the state then); ``marks`` are the moments jobs became ready or ended, for the waits of a replay;
+    ``virsh`` says a command as a virsh line (a Machine gives it, knowing the chain the command was checked on).
     """
 
     records: list[CommandRecord] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     before: Listeners = field(default_factory=Listeners, repr=False)
     exporter: Callable[[Path], Path] | None = field(default=None, repr=False)
+    virsh: Callable[[str, dict], str] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def start(self, command: str, arguments: dict) -> CommandRecord:
-        record = CommandRecord(time.time(), command, dict(arguments))
+    def start(self, command: str, arguments: dict, virsh: str = "") -> CommandRecord:
+        record = CommandRecord(time.time(), command, dict(arguments), virsh=virsh)
         with self._lock:
             self.records.append(record)
         return record
@@ -68,7 +72,8 @@ class History:
         if not record:
             return call()
         self.before.notify(command, arguments)
-        entry, started = self.start(command, arguments), time.monotonic()
+        line = self.virsh(command, arguments) if self.virsh else ""
+        entry, started = self.start(command, arguments, line), time.monotonic()
         try:
             result = call()
         except Error as error:
@@ -92,7 +97,7 @@ class History:
     def frame(self) -> HistoryFrame:
         with self._lock:
             rows = [vars(r).copy() for r in self.records]
-        frame = HistoryFrame(rows, columns=["time", "command", "arguments", "duration_s", "outcome", "result", "error"])
+        frame = HistoryFrame(rows, columns=[*COLUMNS])
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
         frame.history = self
         return frame

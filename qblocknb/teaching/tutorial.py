@@ -15,7 +15,8 @@ from qblocknb.teaching.seedchain import expected_view
 
 
 def sent(vm: Machine, command: str | None = None, side: str | None = None) -> None:
-    """Print the last command ``vm`` received (or the last ``command``): the qmp-shell line, the JSON, the reply."""
+    """Print the last command ``vm`` received (or the last ``command``): the qmp-shell line, its virsh line, the
+    JSON, the reply."""
     history = vm.history
     if command is not None:
         history = history[history.command == command]
@@ -25,6 +26,8 @@ def sent(vm: Machine, command: str | None = None, side: str | None = None) -> No
     last = history.iloc[-1]
     prefix = f"[{side}] " if side else ""
     print(f"{prefix}(QEMU)", format_line(last.command, last.arguments))
+    if last.virsh:  # the same intent on a libvirt host: a virsh line, or why libvirt cannot
+        print(f"{prefix}(virsh)", last.virsh)
     print(format_json(last.command, last.arguments))
     print(json.dumps({"error": last.error} if last.error else {"return": last.result}, indent=4))
 
