@@ -17,6 +17,7 @@ the first step that fails or leaves another chain than planned::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from qblocknb.errors import Error, InputError, JobError
@@ -75,7 +76,8 @@ def plan(
             )
     if allocation is None:
         allocation = read_allocation(source, chain)
-    return make_plan(chain, goal, allocation, {job.id for job in source.job_list}, prefer)
+    made = make_plan(chain, goal, allocation, {job.id for job in source.job_list}, prefer)
+    return replace(made, virsh_names=source.virsh.names)
 
 
 def read_allocation(vm: Flushable, chain: Chain) -> dict[str, Layout]:

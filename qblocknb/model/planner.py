@@ -34,6 +34,7 @@ from qblocknb.errors import InputError
 from qblocknb.model.chain import Chain, Image
 from qblocknb.model.planmoves import KINDS, Goal, Layout, Move, State, moves
 from qblocknb.model.sizes import human_size
+from qblocknb.model.virsh import virsh_line
 
 MAX_ALTERNATIVES = 6
 CRITERIA = ("pauses", "bytes", "invalid", "steps")  # what plans are compared by, in this order
@@ -216,6 +217,12 @@ class _Routed:
     def cost(self) -> Cost:
         return self.route.cost
 
+    def virsh_lines(self, domain: str = "DOM", disk: str = "vda") -> tuple[str, ...]:
+        """Each step as virsh says it, on the chain before that step."""
+        return tuple(
+            virsh_line(s.command, s.arguments, c, domain, disk) for s, c in zip(self.steps, self.chains, strict=False)
+        )
+
 
 @dataclass(frozen=True)
 class Alternative(_Routed):
@@ -232,14 +239,15 @@ class Plan(_Routed):
     goal: str
     route: Route
     alternatives: tuple[Alternative, ...]
+    virsh_names: tuple[str, str] = ("DOM", "vda")  # the domain and disk its virsh lines name
 
     def __repr__(self) -> str:
         return f"<Plan {self.start} -> {self.goal}: {len(self.steps)} steps>"
 
     def __str__(self) -> str:
         lines = [f"{self.start}  ->  {self.goal}", f"  {self.cost}"]
-        for number, step in enumerate(self.steps, 1):
-            lines += [f"  {number}. {step.shell_line}", f"     {step.summary}  ->  {step.chain}"]
+        for number, (step, virsh) in enumerate(zip(self.steps, self.virsh_lines(*self.virsh_names), strict=True), 1):
+            lines += [f"  {number}. {step.shell_line}", f"     {virsh}", f"     {step.summary}  ->  {step.chain}"]
         lines += ["rejected:"] if self.alternatives else []
         for alternative in self.alternatives:
             lines.append(f"  - {'; '.join(s.shell_line for s in alternative.steps)}: {alternative.reason}")

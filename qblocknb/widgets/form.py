@@ -2,9 +2,10 @@
 
 A form turns its fields into QMP arguments, checks them against the current
 chain with ``qblocknb.model.predict`` and, before anything is sent, shows the
-chain the command will produce, the raw QMP JSON and the qmp-shell line.
-A bad value shows a sentence in the form and Run sends nothing; so does a
-chain that gives the command nothing to work on (a single image to stream).
+chain the command will produce, the raw QMP JSON, the qmp-shell line and the
+virsh line of the same intent (``qblocknb.model.virsh``).  A bad value shows
+a sentence in the form and Run sends nothing; so does a chain that gives the
+command nothing to work on (a single image to stream).
 """
 
 from __future__ import annotations
@@ -174,8 +175,11 @@ class CommandForm(widgets.VBox):
                 return None
             self.prediction = prediction
             self.error.value = ""
-            self.command_view.value = code_html(format_json(self.command, prediction.arguments)) + code_html(
-                "(QEMU) " + format_line(self.command, prediction.arguments)
+            virsh = self.vm.virsh.line(self.command, prediction.arguments, self.chain)
+            self.command_view.value = (
+                code_html(format_json(self.command, prediction.arguments))
+                + code_html("(QEMU) " + format_line(self.command, prediction.arguments))
+                + (code_html("(virsh) " + virsh) if virsh else "")
             )
             during = diagram_html(prediction.during, "While it runs") if prediction.during is not None else ""
             after = diagram_html(prediction.after, f"Then, {prediction.note}", diff_from=self.chain)
