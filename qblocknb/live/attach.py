@@ -1,7 +1,7 @@
 """Attaching to a QEMU the toolkit did not start: over its QMP socket, or through libvirt.
 
     vm = qb.connect("/run/my-vm/qmp.sock")        # -qmp unix:PATH,server=on,wait=off
-    vm = qb.connect_libvirt("my-domain")          # a VM libvirt manages (qemu:///system by default)
+    vm = qb.connect_libvirt("my-domain")          # a VM libvirt manages, through libvirt's own API
 
 Either way the disks are found with ``query-block`` and ``device=`` picks one when there are several.
 """
@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import socket
 import time
+import warnings
 from pathlib import Path
 
 from qblocknb.errors import Error, InputError
 from qblocknb.live.machine import Machine
 from qblocknb.qmp.libvirt import LibvirtSession  # libvirt-python itself is loaded on first use
+from qblocknb.qmp.libvirtnative import NativeSession
 from qblocknb.qmp.session import Session
 
 GREETING_LIMIT = 64 << 10  # QEMU's greeting is a few hundred bytes
+_warned = False  # the passthrough's warning is given once per process
 
 
 def connect(socket_path: str | Path, device: str | None = None, timeout: float = 15.0) -> Machine:
@@ -92,13 +95,34 @@ def _not_qemu(path: Path, why: str) -> InputError:
     return InputError(f"{path} is not a QEMU QMP socket", why, todo)
 
 
-def connect_libvirt(domain: str, uri: str = "qemu:///system", device: str | None = None) -> Machine:
+def connect_libvirt(
+    domain: str, uri: str = "qemu:///system", device: str | None = None, passthrough: bool = False
+) -> Machine:
     """Attach to the running libvirt domain ``domain`` at ``uri`` (``qemu+ssh://host/system`` for a remote one).
 
-    ``device`` picks the disk (``virtio-disk0``, the ``<alias>`` libvirt gives it); without it the disk is
-    found from ``query-block``.  Note that libvirt marks the domain as tainted (``custom-monitor``).
+    The domain is driven through libvirt's own API, as virsh drives it: libvirt records every change of the
+    chain (``virsh domblklist`` stays true, a restart boots what the guest last wrote) and the domain is not
+    tainted.  Layers are named as virsh names them (``vda[2]``) or by file; ``device`` picks the disk (``vda``).
+    ``passthrough=True`` sends raw QMP through libvirt's monitor passthrough instead: every QMP command and
+    the full block graph, but the domain is tainted and libvirt's XML goes stale (a restart boots the old disk).
     """
-    return _attached(LibvirtSession(domain, uri), device)
+    if passthrough:
+        _warn_passthrough(domain)
+        return _attached(LibvirtSession(domain, uri), device)
+    return _attached(NativeSession(domain, uri), device)
+
+
+def _warn_passthrough(domain: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"connect_libvirt('{domain}', passthrough=True): libvirt marks the domain as tainted, and any change of "
+            "the chain made through the passthrough leaves libvirt's XML stale, so a restart boots the old disk and "
+            "loses the guest's later writes; leave out passthrough=True to keep libvirt's record true",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _attached(session: Session | LibvirtSession, device: str | None) -> Machine:

@@ -82,11 +82,14 @@ class Schema:
         return {key if key in known else key.replace("_", "-"): value for key, value in kwargs.items()}
 
     def unknown(self, command: str) -> UnknownCommand:
-        """The error for a command QEMU does not have, with the nearest names it does have."""
+        """The error for a command QEMU does not have, with the nearest names it does have.
+
+        A backend that carries out only some of QEMU's commands (libvirt's API) says itself why it lacks one.
+        """
         close = difflib.get_close_matches(command, sorted(self.commands), n=3)
+        why = getattr(self.session, "lacks", None)
         return UnknownCommand(
-            f"QEMU has no command '{command}'",
-            "query-commands does not list it",
+            *(why(command) if why else (f"QEMU has no command '{command}'", "query-commands does not list it")),
             f"did you mean {', '.join(close)}?" if close else "see vm.commands for the full list",
         )
 

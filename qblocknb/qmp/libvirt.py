@@ -199,9 +199,13 @@ class LibvirtSession:
                 ),
             )
         )
+        self._attach()
+
+    def _attach(self) -> None:
+        """Follow the domain's QMP events through the passthrough; a permission problem shows up now, as a sentence."""
         qmp_events = self.libvirt_qemu.qemuMonitorEventRegister
         self._callbacks.append(("qemu", qmp_events(self.conn, self.domain, None, self._on_qmp_event, None, 0)))
-        self.execute("query-status", record=False)  # a permission problem shows up now, as a sentence
+        self.execute("query-status", record=False)
 
     @property
     def connected(self) -> bool:
@@ -274,10 +278,11 @@ class LibvirtSession:
         loop.refuse_in_loop_thread(f"'{command}'")
         arguments = arguments or {}
 
-        def send() -> object:
-            return self._result(command, self._send(command, arguments, timeout or self.timeout))
+        return self.history.recorded(command, arguments, lambda: self._answer(command, arguments, timeout), record)
 
-        return self.history.recorded(command, arguments, send, record)
+    def _answer(self, command: str, arguments: dict, timeout: float | None) -> object:
+        """QEMU's answer to one command, passed through libvirt."""
+        return self._result(command, self._send(command, arguments, timeout or self.timeout))
 
     async def execute_async(self, command: str, arguments: dict | None = None) -> object:
         """For coroutines on qblocknb's loop: an unrecorded command, the blocking libvirt call in a worker thread."""
