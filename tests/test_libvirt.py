@@ -1,4 +1,7 @@
-"""qblocknb on a VM that libvirt manages: a real libvirtd, a real QEMU, the monitor passthrough.
+"""qblocknb on a VM that libvirt manages through the opt-in monitor passthrough: a real libvirtd, a real QEMU.
+
+What the passthrough does behind libvirt's back (a stale XML, a taint) is checked here; the default,
+libvirt-native connection is in tests/test_libvirt_native.py.
 
 Each test starts its own transient domain (no network, paused, one qcow2 disk in the test's lab) and
 destroys it at the end.  ``tools/libvirt-setup.sh`` installs and starts what these tests need; without
@@ -13,12 +16,14 @@ import re
 import subprocess
 import time
 import uuid
+import warnings
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
 
 import qblocknb as qb
+from qblocknb.live import attach
 from qblocknb.qmp.libvirt import start_event_loop
 
 URI = "qemu:///system"
@@ -136,7 +141,7 @@ def test_stream_and_commit_through_the_passthrough(lab, start_domain):
     lab.create("a.qcow2", size="64M")
     lab.write("a.qcow2", 0, "1M", pattern=0xA1)
     name = start_domain(lab.file("a.qcow2"))
-    vm = qb.connect_libvirt(name, URI, device=DEVICE)
+    vm = qb.connect_libvirt(name, URI, device=DEVICE, passthrough=True)
     try:
         assert f"libvirt domain '{name}' at {URI}" in repr(vm)
         assert vm.alive()
@@ -243,7 +248,7 @@ def test_a_job_libvirt_started_is_followed(lab, start_domain):
     lab.create("a.qcow2", size="64M")
     lab.write("a.qcow2", 0, "4M", pattern=0xA1)
     name = start_domain(lab.file("a.qcow2"))
-    vm = qb.connect_libvirt(name, URI, device=DEVICE)
+    vm = qb.connect_libvirt(name, URI, device=DEVICE, passthrough=True)
     try:
         copy = virsh("blockcopy", name, "vda", str(lab.file("copy.qcow2")), "--format", "qcow2", "--bandwidth", "1")
         assert copy.returncode == 0, copy.stderr
@@ -271,6 +276,19 @@ def test_a_job_libvirt_started_is_followed(lab, start_domain):
         vm.session.close()
 
 
+def test_the_passthrough_warns_once_about_the_taint_and_the_stale_xml(lab, start_domain, monkeypatch):
+    lab.create("a.qcow2", size="16M")
+    name = start_domain(lab.file("a.qcow2"))
+    monkeypatch.setattr(attach, "_warned", False)
+    with pytest.warns(UserWarning, match="tainted.*XML stale.*leave out passthrough=True"):
+        first = qb.connect_libvirt(name, URI, passthrough=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = qb.connect_libvirt(name, URI, passthrough=True)
+    first.session.close()
+    second.session.close()
+
+
 def test_errors_read_as_sentences(lab, start_domain, conn):
     lab.create("a.qcow2", size="16M")
     name = start_domain(lab.file("a.qcow2"))
@@ -288,7 +306,7 @@ def test_errors_read_as_sentences(lab, start_domain, conn):
     finally:
         defined.undefine()
 
-    vm = qb.connect_libvirt(name, URI, device=DEVICE)
+    vm = qb.connect_libvirt(name, URI, device=DEVICE, passthrough=True)
     try:
         with pytest.raises(qb.CommandError, match=r"QEMU refused 'block-stream': .*no-such-node") as refused:
             vm.session.execute("block-stream", {"device": "no-such-node"})
