@@ -1,12 +1,15 @@
 """Run every benchmark in one go and write docs/benchmarks.md.
 
-.venv/bin/python bench/run.py        (or: make bench)
+.venv/bin/python bench/run.py                 (or: make bench)
+.venv/bin/python bench/run.py --only libvirt  (that section alone, replaced in docs/benchmarks.md)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,6 +22,7 @@ sys.path.insert(0, str(HERE))
 import bigcopy  # noqa: E402
 import core  # noqa: E402
 import events  # noqa: E402
+import libvirtnative  # noqa: E402
 import render as render_bench  # noqa: E402
 import roundtrip  # noqa: E402
 import timeline  # noqa: E402
@@ -123,6 +127,20 @@ def roundtrip_text(figures: dict[str, float], profile: list[dict]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only",
+        choices=sorted(ONLY),
+        help="run this benchmark alone and replace its section of docs/benchmarks.md, keeping the others",
+    )
+    only = parser.parse_args().only
+    if only:
+        text = ONLY[only](f".venv/bin/python bench/run.py --only {only}")
+        print(text)
+        if "\n\nNot measured: " in text:  # keep the figures of the last run that measured
+            sys.exit(1)
+        REPORT.write_text(replace_section(REPORT.read_text(), text))
+        return
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="qblocknb-bench-") as folder:
         root = Path(folder)
@@ -142,6 +160,8 @@ def main() -> None:
         tl_rows, tl_figures = timeline.bench_timeline(root)
     print("the test guest: boot, and the four jobs with its writer running and idle ...", flush=True)
     guest_section = guest_bench()
+    print("libvirt: qblocknb's libvirt-native jobs vs virsh, and libvirt's events to a JobMonitor ...", flush=True)
+    libvirt_section = libvirt_bench("make bench")
     parts = [
         "# Benchmarks\n",
         "Made with `make bench` (which runs `.venv/bin/python bench/run.py`); every table comes from the same run, "
@@ -242,7 +262,7 @@ def main() -> None:
             after=timeline_text(tl_rows, tl_figures),
         ),
     ]
-    parts.append(guest_section)
+    parts += [guest_section, libvirt_section]
     REPORT.write_text("\n".join(parts))
     print(REPORT.read_text())
 
@@ -256,6 +276,30 @@ def guest_bench() -> str:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return f"## The test guest\n\nNot measured: bench/guest.py failed ({reason}).\n"
     return done.stdout
+
+
+def libvirt_bench(command: str) -> str:
+    """bench/libvirtnative.py's section, or why it could not run (no libvirt-python, libvirtd unreachable...)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="qblocknb-bench-libvirt-") as folder:
+            rows, delays, figures = libvirtnative.bench_libvirt(Path(folder))
+    except Exception as exc:  # a wrong result raises too: it is reported, never tabled
+        return f"## {libvirtnative.TITLE}\n\nNot measured: bench/libvirtnative.py failed ({exc}).\n"
+    return libvirtnative.section(command, rows, delays, figures, markdown, source_version())
+
+
+ONLY = {"libvirt": libvirt_bench}  # benchmarks that run alone: name -> function(command) returning its section
+
+
+def replace_section(report: str, text: str) -> str:
+    """``report`` with the section titled as ``text``'s replaced by ``text`` (else appended), the rest untouched."""
+    title = text.split("\n", 1)[0]
+    parts = re.split(r"(?m)^(?=## )", report)
+    for number, part in enumerate(parts):
+        if part.split("\n", 1)[0] == title:
+            parts[number] = text.rstrip("\n") + part[len(part.rstrip("\n")) :]
+            return "".join(parts)
+    return report.rstrip("\n") + "\n\n" + text
 
 
 def timeline_text(rows: list[dict], figures: dict) -> str:
