@@ -443,14 +443,16 @@ def _backing_node(node: dict, nodes: dict[str, dict], formats: list[dict]) -> di
         if child.get("child") == "backing":
             return _below_filters(nodes.get(child.get("node-name")), nodes, formats)
     image = node.get("image", {})
-    backing = image.get("full-backing-filename") or node.get("backing_file")
-    if not backing:
-        return None
     others = [n for n in formats if n is not node]
-    matches = [n for n in others if same_file(n["file"], backing)] or [
-        n for n in others if _own_file(n["file"]) == _own_file(backing) or _relative_match(n["file"], backing)
-    ]
-    return matches[0] if matches else None
+    # The full name first; then the name as written in the header, which is how QEMU named a node it opened by a
+    # relative name (``c.qcow2``) while a target it created knows that layer by its full path.
+    for backing in dict.fromkeys(filter(None, (image.get("full-backing-filename"), node.get("backing_file")))):
+        matches = [n for n in others if same_file(n["file"], backing)] or [
+            n for n in others if _own_file(n["file"]) == _own_file(backing) or _relative_match(n["file"], backing)
+        ]
+        if matches:
+            return matches[0]
+    return None
 
 
 def _own_file(file: str) -> str:
