@@ -136,8 +136,12 @@ class GuestIO:
         ``stop`` drains and flushes the nodes in use, but not all: after a mirror's pivot, for one, the old
         active layer is reopened read-only under the new one and keeps qcow2 metadata in memory. So each
         image node also gets its own flush, through HMP ``qemu-io NODE "flush"``. A QEMU the toolkit did not
-        start is not stopped (its guest keeps running): its nodes are flushed one by one.
+        start is not stopped (its guest keeps running): its nodes are flushed one by one. A backend with no
+        way to QEMU's monitor (libvirt's own API) has no flush to send: there QEMU flushes an image when it
+        closes it (at a job's end, or when the domain stops), and readers outside see the rest only then.
         """
+        if not self.vm.has_command("human-monitor-command"):
+            return
         quiet = self.vm.query
         running = quiet("query-status").get("running", False)
         stopping = self._lab_launched()  # a foreign guest keeps running

@@ -51,7 +51,6 @@ ARGUMENTS: dict[str, list[str]] = {
     "block-export-add": ["type", "id", "node-name", "name", "writable"],
     "block-export-del": ["id"],
     "nbd-server-stop": [],
-    "human-monitor-command": ["command-line"],
     "cont": [],
     "stop": [],
     "quit": [],
