@@ -300,3 +300,21 @@ def test_the_guest_writes_through_snapshot_commit_and_mirror_and_a_restart_loses
         assert xml_chain(domain.name) == [str(lab.file("m.qcow2"))]
     finally:
         vm.session.close()
+
+
+def test_an_active_commit_ready_at_once_is_completed(domain, lab):
+    """An empty top is READY before libvirt's call returns: the Job still sees running, then ready."""
+    name, vm = domain("AB")
+    vm.blockdev_snapshot_sync(node_name="vda", snapshot_file=str(lab.file("e.qcow2")), format="qcow2")
+    job = vm.block_commit(device="vda")
+    job.wait_ready(timeout=30).complete().wait(timeout=30)
+    assert list(job.events.status.dropna())[:3] == ["created", "running", "ready"]
+    assert str(vm.chain()) == "[a.qcow2]", "with no base, into the bottom of the chain, as QEMU does"
+    true_to_libvirt(name, vm, lab, "AB")
+
+
+def test_relative_file_names_are_refused_before_anything_is_sent(domain):
+    name, vm = domain("AB")
+    with pytest.raises(qb.InputError, match=r"relative file name.*absolute paths only"):
+        vm.blockdev_snapshot_sync(node_name="vda", snapshot_file="e.qcow2", format="qcow2")
+    assert str(vm.chain()) == "[a.qcow2] <-- [b.qcow2]" and len(xml_chain(name)) == 2

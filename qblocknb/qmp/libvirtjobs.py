@@ -40,7 +40,8 @@ class NativeJobs:
 
     # -- starting ---------------------------------------------------------------------------
     def expect(self, disk: str, command: str, arguments: dict) -> None:
-        """Follow the job a command starts under the id qblocknb gave it (a transaction's is its backup's)."""
+        """Follow and announce the job a command starts, under the id qblocknb gave it (a transaction's is its
+        backup's)."""
         if command == "transaction":
             starting = [a for a in arguments.get("actions", []) if a.get("type") in JOB_TYPES]
             command, arguments = (starting[0]["type"], starting[0].get("data", {})) if starting else (command, {})
@@ -48,15 +49,14 @@ class NativeJobs:
         job.speed = int(arguments.get("speed") or 0)
         with self._lock:
             self._jobs[disk] = job
+        self.emit(started_events(job))
 
-    def started(self, disk: str) -> None:
-        job = self.of(disk)
-        if job is not None:
-            self.emit(started_events(job))
-
-    def failed_to_start(self, disk: str) -> None:
+    def failed_to_start(self, disk: str, why: str) -> None:
+        """libvirt refused the command: the job announced for it ends at once, as QEMU ends a job it could not run."""
         with self._lock:
-            self._jobs.pop(disk, None)
+            job = self._jobs.pop(disk, None)
+        if job is not None:
+            self.emit(ended_events(job, "failed", why))
 
     def adopt(self, disk: str, ready: bool) -> None:
         """Follow a block job that another client started on ``disk``; ``ready`` as the live XML says."""

@@ -161,6 +161,7 @@ class NativeSession(LibvirtSession):
 
     def _carry_out(self, command: str, arguments: dict) -> object:
         """A job, snapshot, checkpoint or verb: translated (refused before anything is sent), then one libvirt call."""
+        _absolute(command, arguments)
         disk = self._disk_of(command, arguments)
         disks = self._disks()
         chain = Chain.from_qmp(block_devices(disks), named_nodes(disks), disk)
@@ -170,7 +171,7 @@ class NativeSession(LibvirtSession):
             command, arguments, chain, self.name, disk, notes.added, notes.checkpoints, str(job.type) if job else ""
         )
         starts = command in JOB_TYPES or command == "transaction"
-        if starts:
+        if starts:  # announced before the call: a job can be READY before libvirt's call returns
             self.jobs.expect(disk, command, arguments)
         if call.method:
             flags = 0
@@ -178,13 +179,11 @@ class NativeSession(LibvirtSession):
                 flags |= getattr(self.libvirt, flag)
             try:
                 getattr(self.domain, call.method)(*call.args, flags)
-            except Exception:
+            except Exception as exc:
                 if starts:
-                    self.jobs.failed_to_start(disk)
+                    self.jobs.failed_to_start(disk, str(exc))
                 raise
         notes.remember(command, arguments, call)
-        if starts:
-            self.jobs.started(disk)
         return {}
 
     def _disk_of(self, command: str, arguments: dict) -> str:
@@ -264,3 +263,15 @@ def _no_monitor(command: str) -> InputError:
         "write from the guest OS (vm.guest: the tiny Linux's writer), or connect with "
         "qb.connect_libvirt(..., passthrough=True), which taints the domain",
     )
+
+
+def _absolute(command: str, arguments: dict) -> None:
+    """libvirt takes only absolute file names (QEMU under libvirt runs in /): refuse a relative one before sending."""
+    key = "target" if command in ("drive-mirror", "drive-backup") else "snapshot-file"
+    name = arguments.get(key)
+    if isinstance(name, str) and not name.startswith("/"):
+        raise InputError(
+            f"{command}: {key}='{name}' is a relative file name",
+            "libvirt takes absolute paths only, and QEMU under libvirt runs in /",
+            f"pass the full path, e.g. {key}=str(Path('{name}').resolve()) or a path beside the disk's images",
+        )
