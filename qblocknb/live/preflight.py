@@ -15,6 +15,7 @@ from qblocknb.live import images
 from qblocknb.live.ports import HostPaths, Querier
 from qblocknb.model.nbd import is_protocol
 from qblocknb.model.predict import SNAPSHOT
+from qblocknb.model.qmpargs import IMAGE_FORMATS
 from qblocknb.model.vocabulary import JOB_COMMANDS, VERB_COMMANDS
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from qblocknb.live.schema import Schema
 
 CHECKED = {*JOB_COMMANDS, *VERB_COMMANDS, SNAPSHOT}
-IMAGE_FORMATS = ("qcow2", "raw")  # the two a target is made in here; any driver QEMU lists is accepted
 
 
 class CheckSource(Querier, HostPaths, Protocol):
@@ -43,6 +43,8 @@ def check_command(vm: CheckSource, command: str, arguments: dict) -> None:
 
 
 def _check_names(vm: CheckSource, command: str, arguments: dict) -> None:
+    if vm.schema.accepts(command, set(arguments)):
+        return
     known = vm.schema.arguments(command)
     unknown = sorted(set(arguments) - known) if known else []
     if unknown:
@@ -58,10 +60,10 @@ def _check_format(vm: CheckSource, command: str, arguments: dict) -> None:
     fmt = arguments.get("format")
     if fmt is None:
         return
-    drivers = vm.schema.drivers
+    drivers = set() if vm.schema.accepts(command, set(), fmt) else vm.schema.drivers
     if drivers and fmt not in drivers:
         close = difflib.get_close_matches(str(fmt), sorted(drivers), n=2)
-        likely = sorted(close, key=lambda name: name not in IMAGE_FORMATS) or list(IMAGE_FORMATS)
+        likely = sorted(close, key=lambda name: name not in IMAGE_FORMATS) or sorted(IMAGE_FORMATS)
         raise InputError(
             f"{command}: format '{fmt}' is not one this QEMU knows",
             f"its block drivers include {', '.join(likely)}",

@@ -2,7 +2,8 @@
 
 Feature detection never looks at a version number: ``query-commands`` says which commands exist and
 ``query-qmp-schema`` which arguments each takes and which it marks deprecated (``block-job-complete`` from
-10.1, for one). Both are asked once per QEMU, the schema only when something needs it.
+10.1, for one). The command list is asked once per QEMU; the schema only when something needs it (an argument
+outside the seed's stable ones, a deprecation), and once per QEMU build in a process.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import difflib
 from typing import Any
 
 from qblocknb.errors import UnknownCommand
+from qblocknb.model.qmpargs import IMAGE_FORMATS, STABLE_ARGUMENTS
 from qblocknb.model.sizes import parse_named_size
 
 SIZE_ARGUMENTS = {"speed", "buf-size", "granularity"}
+# The schema as read, per QEMU build (its greeting's version and package): a hundred VMs of one build read it once.
+_READ: dict[str, tuple[dict[str, set[str]], set[str], set[str]]] = {}
 
 
 class Schema:
@@ -38,19 +42,21 @@ class Schema:
         """The commands, if they were asked for already; empty otherwise (for ``dir()``, which must not block)."""
         return self._commands or set()
 
+    def accepts(self, command: str, names: set[str], fmt: str | None = None) -> bool:
+        """True when every QEMU takes these argument names (and block format) for ``command``: then the
+        pre-flight needs no schema. A backend that carries QMP out in another API has only its own schema."""
+        stable = {} if getattr(self.session, "translates", False) else STABLE_ARGUMENTS
+        return names <= stable.get(command, frozenset()) and (fmt is None or fmt in IMAGE_FORMATS)
+
     def arguments(self, command: str) -> set[str]:
         """The argument names QEMU's schema lists for ``command``."""
         if self._arguments is None:
-            schema = self.session.execute("query-qmp-schema", record=False)
-            types = {entry["name"]: entry for entry in schema}
-            self._arguments = {}
-            for entry in schema:
-                if entry.get("meta-type") == "command":
-                    members = types.get(entry.get("arg-type"), {}).get("members", [])
-                    self._arguments[entry["name"]] = {m["name"] for m in members}
-                    if "deprecated" in entry.get("features", []):
-                        self._deprecated.add(entry["name"])
-            self._drivers = _enum_of(types, "blockdev-add", "driver")
+            key = getattr(self.session, "build", None)
+            if key is None or key not in _READ:
+                read = _read(self.session.execute("query-qmp-schema", record=False))
+                if key is not None:
+                    _READ[key] = read
+            self._arguments, self._deprecated, self._drivers = _READ[key] if key is not None else read
         return self._arguments.get(command, set())
 
     @property
@@ -92,6 +98,20 @@ class Schema:
             *(why(command) if why else (f"QEMU has no command '{command}'", "query-commands does not list it")),
             f"did you mean {', '.join(close)}?" if close else "see vm.commands for the full list",
         )
+
+
+def _read(schema: list[dict]) -> tuple[dict[str, set[str]], set[str], set[str]]:
+    """Each command's argument names, the deprecated commands, and the block drivers, from ``query-qmp-schema``."""
+    types = {entry["name"]: entry for entry in schema}
+    arguments: dict[str, set[str]] = {}
+    deprecated = set()
+    for entry in schema:
+        if entry.get("meta-type") == "command":
+            members = types.get(entry.get("arg-type"), {}).get("members", [])
+            arguments[entry["name"]] = {m["name"] for m in members}
+            if "deprecated" in entry.get("features", []):
+                deprecated.add(entry["name"])
+    return arguments, deprecated, _enum_of(types, "blockdev-add", "driver")
 
 
 def _enum_of(types: dict[str, dict], command: str, member: str) -> set[str]:

@@ -41,6 +41,8 @@ WATCH_INTERVAL = 0.5  # seconds between looks for block jobs that another client
 class NativeSession(LibvirtSession):
     """A libvirt domain as a ``Machine`` uses a session, speaking libvirt's API instead of passing QMP through."""
 
+    translates = True  # QMP's names, carried out in libvirt's terms: only its own schema says what it honours
+
     def __init__(self, domain: str, uri: str = "qemu:///system", timeout: float = DEFAULT_TIMEOUT) -> None:
         self.notes = Notes()  # blockdev-add'ed targets, and the checkpoint each bitmap stands for
         super().__init__(domain, uri, timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -99,6 +100,12 @@ class Session:
     @property
     def connected(self) -> bool:
         return self._client.runstate == Runstate.RUNNING
+
+    @property
+    def build(self) -> str | None:
+        """The QEMU build as its greeting names it (version and package): what its schema depends on."""
+        greeting = self._client.greeting
+        return None if greeting is None else json.dumps(greeting.QMP.version, sort_keys=True)
 
     def close(self) -> None:
         """Disconnect; safe to call twice, on a dead QEMU, and from the event thread."""
