@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -198,6 +199,12 @@ def test_views_of_what_the_guest_sees_need_no_monitor(domain, lab):
     assert vm.verify(expected_view("ABC"))
     assert not vm.read_matches(None, 0, "1M", 0xB2)
     assert vm.read_matches(None, "1M", "1M", 0xB2)
+    subprocess.run(
+        ["qemu-img", "convert", "-U", "-O", "qcow2", str(lab.file("c.qcow2")), str(lab.file("ref.qcow2"))], check=True
+    )
+    assert vm.compare(lab.file("ref.qcow2")), "qemu-img compare of the guest's view with a copy of the chain"
+    lab.write("ref.qcow2", "2M", "64k", pattern=0x77)
+    assert not vm.compare(lab.file("ref.qcow2"))
     assert not tainted(name)
     with pytest.raises(qb.InputError, match="passthrough=True"):
         vm.write(None, 0, "64k", pattern=0x5A)
