@@ -40,7 +40,7 @@ system:
 
 # libvirtd and libvirt-python for tests/test_libvirt.py: set up as root; otherwise those tests say how and skip.
 libvirt: $(VENV)/.installed
-	@if [ "$$(id -u)" -eq 0 ]; then tools/libvirt-setup.sh; \
+	@if [ "$$(id -u)" -eq 0 ]; then tools/libvirt-setup.sh && tools/libvirt-second-host.sh; \
 	else echo "libvirt: not root, so tests/test_libvirt.py will be skipped; run: sudo tools/libvirt-setup.sh"; fi
 
 test-system:
