@@ -71,7 +71,7 @@ def arrowhead_x(edge: str) -> float:
 def test_labels_name_each_image_by_file_node_format_and_sizes():
     picture = svg_of(seed_chain())
     b = element(picture, "image:node-B")
-    for line in ("b.qcow2", "node-B · qcow2", "64 MiB virtual · 2 MiB allocated"):
+    for line in ("b.qcow2", "node-B · qcow2", "64 MiB virtual", "2 MiB allocated"):
         assert line in b
     assert "node&#45;B" in svg(seed_chain())  # graphviz's own escaping of '-'
 
@@ -85,6 +85,45 @@ def test_images_go_left_to_right_base_first_with_arrows_from_overlay_to_backing(
         head = arrowhead_x(element(picture, f"backing:node-{above}"))
         assert abs(head - right_edge(picture, f"image:node-{below}")) < 12
     assert text(chain).splitlines()[0] == "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
+
+
+# A notebook cell of a 1200 px wide window is about 1,040 px wide, 780 pt: Jupyter shows the SVG at its own size.
+CELL_PT = 780
+
+
+def size_pt(document: str) -> tuple[int, int]:
+    """The width and height graphviz gives the drawing, in points."""
+    width, height = re.match(r'<svg width="(\d+)pt" height="(\d+)pt"', document).groups()
+    return int(width), int(height)
+
+
+def long_chain(length: int) -> Chain:
+    letters = "abcdefghijklmnopqrstuvwxyz"[:length]
+    images = [image(letter, letters[k - 1] if k else None) for k, letter in enumerate(letters)]
+    images[-1] = replace(images[-1], device="virtio0")
+    return Chain(tuple(images), device="virtio0")
+
+
+def test_the_seeds_chain_fits_a_notebook_cell_at_its_own_size():
+    width, height = size_pt(svg(seed_chain()))
+    assert width < CELL_PT and height < 100, "one row of four images and the device"
+
+
+def test_a_long_chain_wraps_into_rows_of_four_that_read_like_text():
+    picture = svg_of(long_chain(12))
+    width, height = size_pt(picture)
+    assert width < CELL_PT and height > 3 * 60, "three rows, no wider than the seed's one"
+    ys = {
+        letter: float(re.search(r'<text[^>]* y="([\d.-]+)"', element(picture, f"image:node-{letter}")).group(1))
+        for letter in "ABCDEFGHIJKL"
+    }
+    for row in ("ABCD", "EFGH", "IJKL"):
+        xs = [x_of(picture, f"image:node-{letter}") for letter in row]
+        line = [ys[letter] for letter in row]
+        assert xs == sorted(xs) and max(line) - min(line) < 5, f"{row}: left to right, on one line"
+    assert ys["A"] < ys["E"] < ys["I"], "rows go down"
+    assert abs(x_of(picture, "image:node-E") - x_of(picture, "image:node-A")) < 5, "each row starts on the left"
+    assert "<title>n3->n4</title>" in element(picture, "backing:node-E"), "E's backing arrow still reaches D"
 
 
 def test_the_active_layer_is_marked_with_its_device():
@@ -252,6 +291,7 @@ def test_a_real_seed_chain(seed_vm):
     for letter in "abcd":
         assert f"{letter}.qcow2" in element(picture, f"image:node-{letter.upper()}")
     assert "64 MiB virtual" in element(picture, "image:node-A")
+    assert size_pt(picture)[0] < CELL_PT, "QEMU's real sizes keep the seed's row inside a notebook cell"
 
 
 def test_real_jobs_then_the_images_they_retired(seed_vm):

@@ -165,6 +165,19 @@ def test_a_monitor_shows_a_sentence_until_its_first_plot(seed_vm):
     assert seed_vm.verify(expected_view("ABCD"))
 
 
+def test_a_finished_jobs_monitor_says_what_its_status_means_beside_qemus_word(seed_vm):
+    job = seed_vm.block_stream(device="node-D", base_node="node-B", job_id="job0")
+    monitor = JobMonitor(job, plot=False)
+    try:
+        job.wait()
+        wait_for(lambda: "(QEMU: null)" in monitor.status.value, "QEMU's word for a dismissed job, in small print")
+        status = monitor.status.value
+        assert "<b>ended · dismissed</b>" in status and "completed" in status
+        assert re.search(r"<small[^>]*>\(QEMU: null\)</small>", status) and "<b>null</b>" not in status
+    finally:
+        monitor.close()
+
+
 BAD_VALUES = [
     ("block-stream", "speed", "fast", "size 'fast' is not understood"),
     ("block-stream", "job-id", " ", "the job id is empty"),
@@ -245,6 +258,7 @@ def test_the_blockdev_variants_offer_nodes_outside_the_chain(dashboard, seed_vm,
 def test_the_view_redraws_after_commands_typed_in_the_notebook(seed_vm):
     view = ChainView(seed_vm)
     try:
+        assert '<svg style="max-width:100%;height:auto"' in view.svg, "a wide diagram shrinks to the output's width"
         seed_vm.blockdev_snapshot_sync(
             node_name="node-D", snapshot_file="e.qcow2", snapshot_node_name="node-E", format="qcow2"
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import graphviz
 
 from qblocknb.model.chain import Chain, ChainDiff, Image, JobInfo, RetiredImage, display_name
-from qblocknb.render import style
+from qblocknb.render import rows, style
 from qblocknb.render.labels import arrow_label, image_label, job_colour, retired_label, target_label, writers
 
 
@@ -106,8 +106,10 @@ def _draw_images(graph: graphviz.Digraph, layout: _Layout) -> None:
             color=border,
             penwidth=width,
         )
-    for below, above in zip(chain.images, chain.images[1:], strict=False):
+    for position, (below, above) in enumerate(zip(chain.images, chain.images[1:], strict=False), start=1):
         attrs = {"id": svg_id("backing", above.label), "dir": "back", "color": style.INK}
+        if rows.starts_row(position):
+            attrs["constraint"] = "false"
         if above.file in repointed:
             was = repointed[above.file]
             attrs.update(
@@ -117,6 +119,7 @@ def _draw_images(graph: graphviz.Digraph, layout: _Layout) -> None:
                 label=f"re-pointed (was {display_name(was)})" if was else "re-pointed",
             )
         graph.edge(layout.find(below.file), layout.find(above.file), **attrs)
+    rows.wrap(graph, [layout.find(image.file) for image in chain.images])
 
 
 def _draw_device(graph: graphviz.Digraph, layout: _Layout) -> None:
@@ -222,6 +225,7 @@ def _draw_retired(graph: graphviz.Digraph, layout: _Layout, earlier: Chain | Non
                 fontcolor=style.MUTED,
                 style="rounded,filled,dashed",
             )
-            if previous:
+            if previous and not rows.starts_row(number):
                 box.edge(previous, node_id, style="invis")
             previous = node_id
+        rows.wrap(box, [f"r{number}" for number in range(len(retired))])

@@ -5,7 +5,7 @@ Everything that comes from QEMU is escaped, so a file name such as
 
     >>> from qblocknb.model.chain import Image
     >>> label = image_label(Image("b.qcow2", "qcow2", 64 << 20, 1 << 20, node_name="node-B"))
-    >>> "b.qcow2" in label and "node-B · qcow2" in label and "64 MiB virtual · 1 MiB allocated" in label
+    >>> all(line in label for line in ("b.qcow2", "node-B · qcow2", "64 MiB virtual", "1 MiB allocated"))
     True
     >>> job_caption(JobInfo("job0", "stream", "running", 1 << 20, 4 << 20))
     'job0 · stream · running · 25%'
@@ -66,13 +66,18 @@ def sizes_known(image: Image) -> bool:
     return bool(image.virtual_size) or image.allocated_size is not None
 
 
-def sizes_text(image: Image) -> str:
-    """``64 MiB virtual · 1.25 MiB allocated`` (``?`` when QEMU did not say)."""
+def sizes_lines(image: Image) -> list[str]:
+    """``['64 MiB virtual', '1.25 MiB allocated']`` (``?`` when QEMU did not say)."""
     if not sizes_known(image):
-        return "not opened yet"
+        return ["not opened yet"]
     virtual = human_size(image.virtual_size) if image.virtual_size else "?"
     allocated = human_size(image.allocated_size) if image.allocated_size is not None else "?"
-    return f"{virtual} virtual · {allocated} allocated"
+    return [f"{virtual} virtual", f"{allocated} allocated"]
+
+
+def sizes_text(image: Image) -> str:
+    """``64 MiB virtual · 1.25 MiB allocated``: the sizes on one line, as the text view prints them."""
+    return " · ".join(sizes_lines(image))
 
 
 def details_text(image: Image) -> str:
@@ -109,8 +114,8 @@ def image_label(
     rows = [_row(image.name, 12, ink, bold=True)]
     if details_text(image):
         rows.append(_row(details_text(image), 10, ink))
-    if sizes:
-        rows.append(_row(sizes_text(image), 9, style.MUTED))
+    if sizes:  # one line each: on one line they made every box, and the seed's row, wider than a notebook cell
+        rows += [_row(line, 9, style.MUTED) for line in sizes_lines(image)]
     rows += [_row(text, 10, colour, bold=True) for text, colour in tags]
     if image.bitmaps:
         rows.append(_badges(image.bitmaps))

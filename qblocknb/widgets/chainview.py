@@ -28,7 +28,8 @@ from qblocknb.widgets.refresher import Refresher
 class ChainView(widgets.VBox):
     """The live diagram of one device's chain; ``.chain`` and ``.svg`` hold what it shows.
 
-    A wide chain scrolls sideways; with ``fit=True`` it shrinks to the width it is given instead.
+    A diagram wider than the output shrinks to its width (a long chain already wraps into rows, so it stays
+    legible); with ``fit=False`` it keeps its size and scrolls sideways instead.
     ``full=True`` (or ticking "full graph") draws the whole block graph, kept in ``.graph``.
     """
 
@@ -38,7 +39,7 @@ class ChainView(widgets.VBox):
         device: str | None = None,
         highlight: bool = True,
         interval: float = 0.2,
-        fit: bool = False,
+        fit: bool = True,
         full: bool = False,
     ) -> None:
         self.vm, self.device, self.highlight, self.fit = vm, device, highlight, fit

@@ -30,7 +30,7 @@ import pandas as pd
 
 from qblocknb.errors import Error
 from qblocknb.live.jobs import Job
-from qblocknb.model.palette import ERROR, INK, OUTCOME_COLOURS
+from qblocknb.model.palette import ERROR, GREY, INK, OUTCOME_COLOURS
 from qblocknb.model.sizes import human_size
 from qblocknb.model.vocabulary import VERB_STATES
 from qblocknb.widgets.html import error_html, note_html
@@ -42,6 +42,18 @@ SPEEDS = (64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20)
 BUTTON_STYLES = {"complete": "success", "cancel": "warning"}  # while enabled; a disabled button is plain
 RATE_WINDOW = 1.5
 MIN_UPDATE = 0.1
+# What QEMU's job statuses mean to a reader; QEMU's own word stays beside it.  A finished job is "null",
+# which alone in bold reads as a bug.  running, paused and ready say what they mean already.
+STATUS_MEANINGS = {
+    "undefined": "not known yet",
+    "created": "starting",
+    "standby": "ready · paused",
+    "waiting": "finishing · waiting for the other jobs of its transaction",
+    "pending": "finishing · changes to the graph still to make",
+    "aborting": "stopping after an error or a cancel",
+    "concluded": "ended · waiting to be dismissed",
+    "null": "ended · dismissed",
+}
 
 
 def speed_options(current: int) -> list[tuple[str, int]]:
@@ -63,6 +75,14 @@ def allowed_verbs(job: Job) -> dict[str, bool]:
         "resume": status in VERB_STATES["resume"] and (job.user_paused or job.stopped_on_error),
         "set-speed": status in VERB_STATES["set-speed"],
     }
+
+
+def status_html(status: str) -> str:
+    """The status as a reader says it, in bold, with QEMU's own word after it in small print."""
+    meaning = STATUS_MEANINGS.get(status)
+    if meaning is None:
+        return f"<b>{escape(status)}</b>"
+    return f'<b>{escape(meaning)}</b> <small style="color:{GREY}">(QEMU: {escape(status)})</small>'
 
 
 def fault_html(job: Job) -> str:
@@ -182,7 +202,7 @@ class JobMonitor(widgets.VBox):
 
     def _status_html(self) -> str:
         job = self.job
-        text = f"<b>{escape(job.status)}</b> · {job.progress:.0%}"
+        text = f"{status_html(job.status)} · {job.progress:.0%}"
         if job.status == "ready":
             text += " · waiting for Complete (pivot) or Cancel"
         if job.outcome:
