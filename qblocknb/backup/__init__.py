@@ -1,2 +1,6 @@
-"""Backups beyond one command: QMP transactions (``actions``), dirty bitmaps (``bitmaps``) and the
-incremental backup cycle (``incremental``)."""
+"""Backups beyond one command: QMP transactions (``actions``), dirty bitmaps (``bitmaps``), the incremental
+backup cycle (``incremental``), and pull-mode backups by image fleecing (``pull``: ``qb.backup.pull(vm, ...)``)."""
+
+from qblocknb.backup.pull import PullBackup, pull
+
+__all__ = ["PullBackup", "pull"]
