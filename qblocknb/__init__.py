@@ -24,6 +24,7 @@ from qblocknb.backup import actions, bitmaps, incremental
 from qblocknb.backup.actions import run as transaction
 from qblocknb.backup.incremental import Backup, IncrementalBackup
 from qblocknb.errors import CommandError, Error, InputError, JobError, QEMUGone, Timeout, ToolError, UnknownCommand
+from qblocknb.fleet import Fleet, FleetPlan
 from qblocknb.live.attach import connect, connect_libvirt
 from qblocknb.live.jobs import Job
 from qblocknb.live.lab import Lab
@@ -32,6 +33,7 @@ from qblocknb.live.plan import StepFailed, plan
 from qblocknb.live.recorder import RecordingLab
 from qblocknb.migration import tls
 from qblocknb.migration.flow import MigrationError, StorageMigration, launch_destination, migrate_storage
+from qblocknb.model import goals
 from qblocknb.model.chain import Bitmap, Chain, ChainDiff, Image, JobInfo, RetiredImage
 from qblocknb.model.planner import Plan
 from qblocknb.model.predict import Prediction, predict
@@ -71,6 +73,8 @@ __all__ = [
     "ChainDiff",
     "CommandError",
     "Error",
+    "Fleet",
+    "FleetPlan",
     "Image",
     "IncrementalBackup",
     "InputError",
@@ -95,6 +99,7 @@ __all__ = [
     "bitmaps",
     "connect",
     "connect_libvirt",
+    "goals",
     "incremental",
     "launch_destination",
     "migrate_storage",

@@ -13,6 +13,7 @@ ALLOWED = {
     "live": {"model", "qmp"},
     "migration": {"model", "live"},
     "backup": {"model", "live"},
+    "fleet": {"model", "qmp", "live"},
     "render": {"model"},
     "widgets": {"model", "live", "migration", "render"},
     "teaching": {"model", "live"},
