@@ -325,3 +325,17 @@ def test_relative_file_names_are_refused_before_anything_is_sent(domain):
     with pytest.raises(qb.InputError, match=r"relative file name.*absolute paths only"):
         vm.blockdev_snapshot_sync(node_name="vda", snapshot_file="e.qcow2", format="qcow2")
     assert str(vm.chain()) == "[a.qcow2] <-- [b.qcow2]" and len(xml_chain(name)) == 2
+
+
+def test_a_backup_that_ends_while_the_guest_view_is_read_still_ends(domain, lab):
+    """The view's own pull-mode backup and the user's push backup both end with BLOCK_JOB_2: each to its own."""
+    name, vm = domain("ABC")
+    job = vm.drive_backup(device="vda", target=str(lab.file("full.qcow2")), sync="full", format="qcow2")
+    try:
+        assert vm.verify(expected_view("ABC"))
+    except qb.Error as busy:  # libvirt runs one backup at a time: the view waits for none, and says so
+        assert "backup" in str(busy).lower()
+    job.wait(timeout=60)
+    assert job.outcome == "completed"
+    assert vm.verify(expected_view("ABC"))
+    true_to_libvirt(name, vm, lab, "ABC", ("full.qcow2", "ABC"))

@@ -127,8 +127,8 @@ class JobState(Faults):
 
     @property
     def progress(self) -> float:
-        """Fraction done, 0..1 (1 once ended without error)."""
-        if self.ended and self.outcome == Outcome.COMPLETED:
+        """Fraction done, 0..1 (1 once ended without error, or READY with nothing left to copy)."""
+        if (self.ended and self.outcome == Outcome.COMPLETED) or (self.ready and self.offset >= self.length):
             return 1.0
         return self.offset / self.length if self.length else 0.0
 

@@ -91,12 +91,16 @@ class NativeJobs:
         return [job.entry() for _, job in jobs]
 
     # -- libvirt's callbacks (its event thread) ---------------------------------------------
-    def on_block_job(self, disk: str, job_type: int, status: int) -> None:
-        """``BLOCK_JOB_2``: READY, or the end (completed, failed, cancelled)."""
+    def on_block_job(self, disk: str, backup: bool, status: int) -> None:
+        """``BLOCK_JOB_2``: READY, or the end (completed, failed, cancelled).
+
+        A backup's end is the user's backup's only when one is followed on that disk: otherwise it is the
+        pull-mode view that ``vm.verify()`` opened (libvirt runs one backup at a time).
+        """
         libvirt = self.libvirt
         with self._lock:
             job = self._jobs.get(disk)
-            if job is None:
+            if job is None or backup != (job.type == JobType.BACKUP):
                 return
             if status == libvirt.VIR_DOMAIN_BLOCK_JOB_READY:
                 events = ready_events(job)

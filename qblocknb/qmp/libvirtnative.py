@@ -90,9 +90,7 @@ class NativeSession(LibvirtSession):
             self._start_watcher()
 
     def _on_block_job(self, conn: Any, dom: Any, disk: str, job_type: int, status: int, opaque: Any) -> None:
-        if job_type == self.libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_BACKUP and self.view.active:
-            return  # the end of the pull-mode view that vm.verify() opened, not one of the user's jobs
-        self.jobs.on_block_job(disk, job_type, status)
+        self.jobs.on_block_job(disk, job_type == self.libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_BACKUP, status)
 
     def _emit(self, events: list[dict]) -> None:
         for event in events:

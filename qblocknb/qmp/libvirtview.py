@@ -30,11 +30,6 @@ class PullView:
         self.socket: str | None = None
         self.folder: Path | None = None
 
-    @property
-    def active(self) -> bool:
-        """True while the backup runs: its end is the view's, not a user's job."""
-        return self.folder is not None
-
     def server(self, arguments: dict) -> None:
         """``nbd-server-start``: remember the unix socket the export is to listen on (libvirt creates it)."""
         address = arguments.get("addr") or {}
