@@ -13,6 +13,8 @@ import graphviz
 from qblocknb.errors import InputError
 from qblocknb.model.blockgraph import BlockGraph
 from qblocknb.model.chain import Chain
+from qblocknb.model.doctor import Findings
+from qblocknb.render.doctorview import findings_html
 from qblocknb.render.fullgraph import graph_text, render_block_graph
 from qblocknb.render.graph import render as render_chain
 from qblocknb.render.output import INSTALL_HINT, dot_available, mimebundle, png, save, svg
@@ -51,6 +53,7 @@ def _mimebundle(subject: Chain | BlockGraph, include=None, exclude=None) -> dict
 # The model knows nothing of drawing; loading the renderer teaches chains and graphs to show themselves.
 Chain._repr_mimebundle_ = _mimebundle
 BlockGraph._repr_mimebundle_ = _mimebundle
+Findings._repr_html_ = findings_html  # qb.diagnose(vm): each finding beside its chain, the subject highlighted
 
 __all__ = [
     "INSTALL_HINT",

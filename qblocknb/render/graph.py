@@ -18,6 +18,7 @@ rule, and ``diff_from=`` highlights what changed since an earlier chain::
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import graphviz
@@ -39,6 +40,7 @@ class _Layout:
     chain: Chain
     diff: ChainDiff | None
     ids: dict[str, str] = field(default_factory=dict)  # every name an image is known by -> graph node
+    highlight: Collection[str] = ()  # names of images, jobs or the device drawn in the highlight colour
 
     def learn(self, image: Image) -> str:
         """A fresh graph node for ``image``; plain ids, since graphviz reads ``:`` in a name as a port."""
@@ -59,14 +61,19 @@ def render(
     diff_from: Chain | None = None,
     show_retired: bool = True,
     title: str | None = None,
+    highlight: Collection[str] = (),
 ) -> graphviz.Digraph:
-    """Draw ``chain``; with ``diff_from``, new images and re-pointed arrows are highlighted."""
+    """Draw ``chain``; with ``diff_from``, new images and re-pointed arrows are highlighted.
+
+    ``highlight`` names images (any of their names), job ids or the device to draw in the highlight colour,
+    thick: what a finding of ``qb.diagnose`` is about.
+    """
     graph = graphviz.Digraph(
         "chain", graph_attr=dict(style.GRAPH), node_attr=dict(style.NODE), edge_attr=dict(style.EDGE)
     )
     if title:
         graph.attr(label=title, labelloc="t", fontsize="13")
-    layout = _Layout(chain, chain.diff(diff_from) if diff_from is not None else None)
+    layout = _Layout(chain, chain.diff(diff_from) if diff_from is not None else None, highlight=highlight)
     if show_retired:  # drawn first, so that dot places the row under the chain
         _draw_retired(graph, layout, diff_from)
     _draw_images(graph, layout)
@@ -98,6 +105,8 @@ def _draw_images(graph: graphviz.Digraph, layout: _Layout) -> None:
         touching = [job for job in chain.jobs if names & {job.source, job.target}]
         if touching and image.file not in added:
             border = style.job_colour(touching[0].type)
+        if names & set(layout.highlight):
+            border, width = style.HIGHLIGHT, "4"
         graph.node(
             node_id,
             image_label(image, tags),
@@ -127,13 +136,15 @@ def _draw_device(graph: graphviz.Digraph, layout: _Layout) -> None:
     chain = layout.chain
     if not chain.device or not chain.images:
         return
+    marked = chain.device in layout.highlight
     graph.node(
         "device",
         chain.device,
         id=svg_id("device", chain.device),
         shape="cds",
         fillcolor=style.DEVICE_FILL,
-        color=style.ACTIVE_BORDER,
+        color=style.HIGHLIGHT if marked else style.ACTIVE_BORDER,
+        penwidth="4" if marked else "1",
     )
     graph.edge(
         layout.find(chain.active.file),
@@ -176,7 +187,7 @@ def _draw_job(graph: graphviz.Digraph, layout: _Layout, job: JobInfo) -> None:
     A job that met an I/O error is drawn in the error colour, its label naming the error (``job0: write error,
     stopped``).
     """
-    colour = job_colour(job)
+    colour = style.HIGHLIGHT if job.id in layout.highlight else job_colour(job)
     source, target = layout.find(job.source), layout.find(job.target)
     if target is None and job.target:  # a target the chain does not know, such as an NBD export
         target = _draw_target(graph, layout, Image(file=job.target, format="?", virtual_size=0))

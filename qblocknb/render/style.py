@@ -38,6 +38,7 @@ REPOINTED = ORANGE
 BITMAP_FILL = YELLOW
 BITMAP_BORDER = DARK_YELLOW
 DEVICE_FILL = "#ffffff"
+HIGHLIGHT = ERROR  # what a finding is about
 
 GRAPH = {"rankdir": "LR", "fontname": FONT, "nodesep": "0.3", "ranksep": "0.45", "bgcolor": "transparent"}
 NODE = {"fontname": FONT, "fontsize": "11", "shape": "box", "style": "rounded,filled", "margin": "0.12,0.06"}
