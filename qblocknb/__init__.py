@@ -26,6 +26,7 @@ from qblocknb.backup.incremental import Backup, IncrementalBackup
 from qblocknb.errors import CommandError, Error, InputError, JobError, QEMUGone, Timeout, ToolError, UnknownCommand
 from qblocknb.fleet import Fleet, FleetPlan
 from qblocknb.live.attach import connect, connect_libvirt
+from qblocknb.live.diagnose import diagnose
 from qblocknb.live.jobs import Job
 from qblocknb.live.lab import Lab
 from qblocknb.live.machine import Machine
@@ -99,6 +100,7 @@ __all__ = [
     "bitmaps",
     "connect",
     "connect_libvirt",
+    "diagnose",
     "goals",
     "incremental",
     "launch_destination",

@@ -19,6 +19,7 @@ from qblocknb.errors import Error
 from qblocknb.live import images
 from qblocknb.live.blockstate import BlockState
 from qblocknb.live.chainreader import ChainReader, Checked
+from qblocknb.live.diagnose import diagnose
 from qblocknb.live.graphreader import read_block_graph
 from qblocknb.live.guestio import GuestIO
 from qblocknb.live.jobregistry import JobRegistry
@@ -59,11 +60,11 @@ class Machine:
         self.reader = ChainReader(self.state, self.registry)
         self.virsh = VirshLines(session, self.reader, self.registry)  # vm.history's virsh column, forms, plans
         self.listeners = Listeners()  # each QMP event as a dict, on the session thread
+        self.diagnose = partial(diagnose, self)  # vm.diagnose() is qb.diagnose(vm): what is wrong, and the fixes
         session.listeners.register(self._on_event)
 
     def __repr__(self) -> str:
-        where = f"pid {self.pid}" if self.process else self.session.where
-        return f"<Machine {self.session.name} ({where})>"
+        return f"<Machine {self.session.name} ({f'pid {self.pid}' if self.process else self.session.where})>"
 
     # -- liveness ---------------------------------------------------------------------------
     @property
@@ -169,8 +170,7 @@ class Machine:
         raise self.schema.unknown(name.replace("_", "-"))
 
     def __dir__(self) -> list[str]:
-        names = set(super().__dir__())
-        return sorted(names | {c.replace("-", "_") for c in self.schema.known})
+        return sorted(set(super().__dir__()) | {c.replace("-", "_") for c in self.schema.known})
 
     # -- jobs -------------------------------------------------------------------------------
     def _start_job(self, command: str, arguments: dict, timeout: float | None = None) -> Job:

@@ -8,6 +8,7 @@ existing target, or a job verb for a job that does not exist is refused as a sen
 from __future__ import annotations
 
 import difflib
+import warnings
 from typing import TYPE_CHECKING, Protocol
 
 from qblocknb.errors import InputError
@@ -33,7 +34,12 @@ class CheckSource(Querier, HostPaths, Protocol):
 
 
 def check_command(vm: CheckSource, command: str, arguments: dict) -> None:
-    """Raise InputError for what this QEMU would refuse in a job, verb or snapshot command; return quietly else."""
+    """Raise InputError for what this QEMU would refuse in a job, verb or snapshot command; return quietly else.
+
+    A ``cont`` that QEMU would accept without effect (on a QEMU waiting for an incoming migration) is warned of.
+    """
+    if command == "cont":
+        _check_cont(vm)
     if command not in CHECKED:
         return
     _check_names(vm, command, arguments)
@@ -97,3 +103,24 @@ def _check_job_exists(vm: CheckSource, command: str, arguments: dict) -> None:
             f"QEMU's jobs are {', '.join(ids) or 'none'}",
             "pick one of those (vm.job_list lists this session's)",
         )
+
+
+INCOMING = ("setup", "active", "device", "postcopy-active", "postcopy-paused", "postcopy-recover", "completed")
+
+
+def _check_cont(vm: CheckSource) -> None:
+    """``cont`` on a QEMU started with ``-incoming`` succeeds and only arms autostart: the guest never runs.
+
+    A warning, not a refusal: once a migration is under way (or just done) the ``cont`` is right.
+    """
+    if not vm.has_command("query-status") or vm.query("query-status").get("status") != "inmigrate":
+        return
+    if vm.has_command("query-migrate") and vm.query("query-migrate").get("status") in INCOMING:
+        return
+    warnings.warn(
+        "cont on this QEMU does not start the guest: it waits for an incoming migration (started with -incoming, "
+        "query-status inmigrate), so QEMU only arms autostart; run migrate on the source to this QEMU's address "
+        "first, and the guest runs once it completes",
+        UserWarning,
+        stacklevel=4,
+    )

@@ -232,6 +232,15 @@ class LibvirtSession:
         self._callbacks.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def domain_xml(self, inactive: bool = False) -> str | None:
+        """The domain's live XML, or with ``inactive`` the definition a restart boots (None: a transient domain)."""
+        self._check_open("reading the domain's XML")
+        domain, libvirt = self.domain, self.libvirt
+        if inactive and not self._in_worker(domain.isPersistent, self.timeout, "asking whether the domain persists"):
+            return None
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return self._in_worker(partial(domain.XMLDesc, flags), self.timeout, "reading the domain's XML")
+
     # -- libvirt callbacks (on libvirt's event thread) --------------------------------------
     def _on_qmp_event(
         self, conn: Any, dom: Any, event: str, seconds: int, micros: int, details: str | dict | None, opaque: Any
