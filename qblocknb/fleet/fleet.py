@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from qblocknb.errors import InputError
-from qblocknb.fleet.frames import disks_frame, jobs_frame
+from qblocknb.fleet.frames import disk_rows, disks_frame, jobs_frame
 from qblocknb.fleet.reads import DomainState, HostRead, read_host
 from qblocknb.live.attach import connect_libvirt
 from qblocknb.model.chain import Chain
@@ -131,6 +131,15 @@ class Fleet:
     def jobs(self) -> pd.DataFrame:
         """Every block job on every host, read now."""
         return jobs_frame(self.read())
+
+    def rows(self, host: str | None = None, name: str | None = None) -> list[dict]:
+        """``fleet.disks`` as dicts: of every host, one ``host``, or its domain ``name`` (none once it is gone)."""
+        return disk_rows(self.read() if host is None else [self._read_one(host, name)])
+
+    def job_info(self, host: str, name: str, disk: str) -> dict:
+        """``blockJobInfo`` of one disk (``{}`` when none runs): ``type``, ``cur``, ``end``, ``bandwidth`` (bytes/s)."""
+        dom = self.connection(host).lookupByName(name)
+        return dom.blockJobInfo(disk, self.libvirt.VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES) or {}
 
     def domain(self, host: str, name: str) -> DomainState:
         """One domain, read now; InputError when the host cannot be read or has no such domain."""

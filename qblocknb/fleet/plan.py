@@ -70,6 +70,7 @@ class FleetPlan:
     disks: list[DiskPlan]
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> its error
     outcomes: dict = field(default_factory=dict, repr=False)  # filled by run(): key -> runner.Outcome
+    fleet: Fleet | None = field(default=None, repr=False)  # told of each job started (libvirt announces only ends)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -130,7 +131,6 @@ class FleetPlan:
 
     def run(
         self,
-        fleet: Fleet | None = None,
         per_host: int = 2,
         bandwidth: int | str | None = "50M",
         progress: Progress | None = None,
@@ -163,7 +163,7 @@ def plan_fleet(fleet: Fleet, rule: Rule, select: Select = None, prefer: str | Se
         for row in chosen
     ]
     unreachable = {read.host: read.error for read in reads if read.error}
-    return FleetPlan(str(rule), disks, unreachable)
+    return FleetPlan(str(rule), disks, unreachable, fleet=fleet)
 
 
 def _selected(rows: list[dict], select: Select) -> list[dict]:

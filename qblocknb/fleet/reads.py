@@ -68,7 +68,12 @@ def read_host(host: str, uri: str, conn: Any, libvirt: Any, only: str | None = N
         if only is None:
             stats = conn.getAllDomainStats(flags, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING)
         else:
-            found = conn.lookupByName(only)
+            try:
+                found = conn.lookupByName(only)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                return HostRead(host, uri, seconds=time.monotonic() - started)  # it went away: no rows
             stats = conn.domainListGetStats([found], flags, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING)
         domains = []
         for dom, values in stats:

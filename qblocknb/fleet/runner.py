@@ -112,6 +112,8 @@ def _run_disk(fleet_plan: FleetPlan, item: DiskPlan, speed: int, progress: Progr
             arguments = {**step.arguments, **({"speed": speed} if speed else {})}
             job = vm.execute(step.command, arguments)
             _set(fleet_plan, item, progress, step=f"{number}/{len(steps)} {step.command}", job=job)
+            if fleet_plan.fleet is not None:  # libvirt sends no event when a job starts: views learn it here
+                fleet_plan.fleet.listeners.notify(item.host, item.domain, "block job")
             if step.ready:
                 job.wait_ready(timeout).complete()
             job.wait(timeout)

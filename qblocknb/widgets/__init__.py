@@ -11,6 +11,7 @@ safely.
 from qblocknb.widgets.chainview import ChainView
 from qblocknb.widgets.console import Console
 from qblocknb.widgets.dashboard import Dashboard
+from qblocknb.widgets.fleetview import FleetView
 from qblocknb.widgets.form import CommandForm
 from qblocknb.widgets.forms import FORMS, BackupForm, CommitForm, MirrorForm, SnapshotForm, StreamForm
 from qblocknb.widgets.jobmonitor import JobMonitor
@@ -25,6 +26,7 @@ __all__ = [
     "CommitForm",
     "Console",
     "Dashboard",
+    "FleetView",
     "JobMonitor",
     "MirrorForm",
     "PlanView",
