@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from qblocknb.errors import InputError, Timeout
-from qblocknb.qmp.libvirt import libvirt_error
-from qblocknb.qmp.libvirtnative import NativeSession
 
 if TYPE_CHECKING:
     from qblocknb.live.machine import Machine
@@ -152,9 +150,10 @@ def migrate_domain(
     )
 
 
-def _native_session(vm: Machine) -> NativeSession:
+def _native_session(vm: Machine) -> Any:
+    """The libvirt-native session under ``vm`` (it carries QMP's names out through libvirt's API), or a sentence."""
     session = vm.session
-    if not isinstance(session, NativeSession):
+    if not getattr(session, "translates", False):
         raise InputError(
             f"{vm!r} is not a libvirt domain driven through libvirt's API",
             "migrate_domain asks libvirt to migrate the domain (migrateToURI3), and only qb.connect_libvirt gives one",
@@ -164,7 +163,7 @@ def _native_session(vm: Machine) -> NativeSession:
 
 
 def _follow(
-    session: NativeSession, uri: str, params: dict[str, Any], flags: list[str], timeout: float, started: float
+    session: Any, uri: str, params: dict[str, Any], flags: list[str], timeout: float, started: float
 ) -> list[dict[str, Any]]:
     """Run the migration in a worker thread and sample ``jobStats`` until it returns; abort it after ``timeout``."""
     libvirt, dom, name = session.libvirt, session.domain, session.name
@@ -195,7 +194,7 @@ def _follow(
         try:
             call.result()
         except libvirt.libvirtError as exc:
-            raise libvirt_error(libvirt, f"{what} failed", exc, session.where, session.uri, True) from None
+            raise session.error_for(f"{what} failed", exc) from None
     return rows
 
 

@@ -169,7 +169,7 @@ class LibvirtSession:
         try:
             self.conn = self._in_worker(lambda: libvirt.open(self.uri), CONNECT_TIMEOUT, what)
         except libvirt.libvirtError as exc:
-            raise self._libvirt_error(what, exc) from None
+            raise self.error_for(what, exc) from None
         with contextlib.suppress(libvirt.libvirtError):  # a lost remote connection then shows up, not a hang
             self.conn.setKeepAlive(5, 3)
         self._callbacks.append(("close", 0))
@@ -178,7 +178,7 @@ class LibvirtSession:
             self.domain = self.conn.lookupByName(self.name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise self._libvirt_error(what, exc) from None
+                raise self.error_for(what, exc) from None
             running = sorted(d.name() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
             raise InputError(
                 f"there is no libvirt domain '{self.name}' at {self.uri}",
@@ -306,7 +306,7 @@ class LibvirtSession:
         except RuntimeError as exc:  # the executor was shut down by close()
             raise self._closed_error(command, str(exc)) from None
         except self.libvirt.libvirtError as exc:
-            raise self._libvirt_error(f"'{command}' could not be sent", exc) from None
+            raise self.error_for(f"'{command}' could not be sent", exc) from None
         return self._result(command, reply)
 
     def _send(self, command: str, arguments: dict, timeout: float) -> str:
@@ -314,7 +314,7 @@ class LibvirtSession:
         try:
             return self._in_worker(partial(self._call, _message(command, arguments)), timeout, f"'{command}'")
         except self.libvirt.libvirtError as exc:
-            raise self._libvirt_error(f"'{command}' could not be sent", exc) from None
+            raise self.error_for(f"'{command}' could not be sent", exc) from None
 
     def _call(self, message: str) -> str:
         return self.libvirt_qemu.qemuMonitorCommand(self.domain, message, 0)
@@ -372,8 +372,9 @@ class LibvirtSession:
             "look at /var/log/libvirt/qemu/NAME.log and libvirtd's log, or pass a larger timeout",
         )
 
-    def _libvirt_error(self, what: str, exc: Exception) -> Error:
-        """A libvirtError as a sentence: what was asked, what libvirt said, what to do."""
+    def error_for(self, what: str, exc: Exception) -> Error:
+        """A libvirtError as a sentence: what was asked, what libvirt said, what to do (for callers of the
+        domain's own API too, such as a migration)."""
         connected = None if self.conn is None else _alive(self.conn)
         error = libvirt_error(self.libvirt, what, exc, self.where, self.uri, connected)
         if isinstance(error, QEMUGone):

@@ -118,7 +118,7 @@ class NativeSession(LibvirtSession):
         try:
             return self._in_worker(lambda: self._dispatch(command, arguments), timeout or self.timeout, what)
         except self.libvirt.libvirtError as exc:
-            raise self._libvirt_error(f"{what} could not be carried out", exc) from None
+            raise self.error_for(f"{what} could not be carried out", exc) from None
 
     async def execute_async(self, command: str, arguments: dict | None = None) -> object:
         """For coroutines on qblocknb's loop (the job sampler, the chain reader): a query, in a worker thread."""
@@ -132,7 +132,7 @@ class NativeSession(LibvirtSession):
         except RuntimeError as exc:  # the executor was shut down by close()
             raise self._closed_error(command, str(exc)) from None
         except self.libvirt.libvirtError as exc:
-            raise self._libvirt_error(f"'{command}' could not be carried out", exc) from None
+            raise self.error_for(f"'{command}' could not be carried out", exc) from None
 
     def _dispatch(self, command: str, arguments: dict) -> object:
         """One command, on a worker thread: a query answered from libvirt's state, or an intent carried out."""
