@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE))
 import bigcopy  # noqa: E402
 import core  # noqa: E402
 import events  # noqa: E402
+import fleet as fleet_bench  # noqa: E402
 import libvirtnative  # noqa: E402
 import render as render_bench  # noqa: E402
 import roundtrip  # noqa: E402
@@ -162,6 +163,8 @@ def main() -> None:
     guest_section = guest_bench()
     print("libvirt: qblocknb's libvirt-native jobs vs virsh, and libvirt's events to a JobMonitor ...", flush=True)
     libvirt_section = libvirt_bench("make bench")
+    print("fleet: fleet.disks over 100 domains on two hosts vs a virsh list + dumpxml loop ...", flush=True)
+    fleet_text = fleet_section("make bench")
     parts = [
         "# Benchmarks\n",
         "Made with `make bench` (which runs `.venv/bin/python bench/run.py`); every table comes from the same run, "
@@ -262,7 +265,7 @@ def main() -> None:
             after=timeline_text(tl_rows, tl_figures),
         ),
     ]
-    parts += [guest_section, libvirt_section]
+    parts += [guest_section, libvirt_section, fleet_text]
     REPORT.write_text("\n".join(parts))
     print(REPORT.read_text())
 
@@ -288,7 +291,18 @@ def libvirt_bench(command: str) -> str:
     return libvirtnative.section(command, rows, delays, figures, markdown, source_version())
 
 
-ONLY = {"libvirt": libvirt_bench}  # benchmarks that run alone: name -> function(command) returning its section
+def fleet_section(command: str) -> str:
+    """bench/fleet.py's section, or why it could not run (no second libvirt host, libvirtd unreachable...)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="qblocknb-bench-fleet-") as folder:
+            rows, figures = fleet_bench.bench_fleet(Path(folder))
+    except Exception as exc:  # a wrong result raises too: it is reported, never tabled
+        return f"## {fleet_bench.TITLE}\n\nNot measured: bench/fleet.py failed ({exc}).\n"
+    return fleet_bench.section(command, rows, figures, markdown, source_version())
+
+
+# benchmarks that run alone: name -> function(command) returning its section
+ONLY = {"libvirt": libvirt_bench, "fleet": fleet_section}
 
 
 def replace_section(report: str, text: str) -> str:
