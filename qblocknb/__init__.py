@@ -32,6 +32,7 @@ from qblocknb.live.lab import Lab
 from qblocknb.live.machine import Machine
 from qblocknb.live.plan import StepFailed, plan
 from qblocknb.live.recorder import RecordingLab
+from qblocknb.live.storagedaemon import StorageDaemon
 from qblocknb.migration import tls
 from qblocknb.migration.flow import MigrationError, StorageMigration, launch_destination, migrate_storage
 from qblocknb.model import goals
@@ -92,6 +93,7 @@ __all__ = [
     "RecordingLab",
     "RetiredImage",
     "StepFailed",
+    "StorageDaemon",
     "StorageMigration",
     "Timeout",
     "ToolError",

@@ -12,7 +12,7 @@ from qblocknb.teaching.seedchain import build_seed_chain, expected_view
 
 
 def qemu_pids_under(folder: Path) -> list[int]:
-    """PIDs of QEMU processes whose command line mentions ``folder``."""
+    """PIDs of QEMU processes (and storage daemons) whose command line mentions ``folder``."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -21,7 +21,8 @@ def qemu_pids_under(folder: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "qemu-system" in cmdline and str(folder) in cmdline and int(entry.name) != os.getpid():
+        qemu = "qemu-system" in cmdline or "qemu-storage-daemon" in cmdline
+        if qemu and str(folder) in cmdline and int(entry.name) != os.getpid():
             pids.append(int(entry.name))
     return pids
 

@@ -1,11 +1,12 @@
 """What QEMU has open, read once per change instead of before every command.
 
 The pre-flight checks, ``vm.chain()`` and the views all start from ``query-block``
-and ``query-named-block-nodes``.  ``BlockState`` keeps the last answer until
-something may have changed it: a command other than a ``query-*`` (counted by
-``changed()``), any QMP event, or ``MAX_AGE`` seconds (another QMP client, such
-as libvirt, may change a VM without an event).  Both queries go out together, in
-one trip to the event loop.
+and ``query-named-block-nodes``; where ``query-block`` lists no disk (``qemu-storage-daemon``
+has no guest device), the block exports stand in for the disks (``export_disks``).
+``BlockState`` keeps the last answer until something may have changed it: a
+command other than a ``query-*`` (counted by ``changed()``), any QMP event, or
+``MAX_AGE`` seconds (another QMP client, such as libvirt, may change a VM without
+an event).  Both queries go out together, in one trip to the event loop.
 
 After a snapshot, whose result ``predict`` knows exactly, the predicted chain is
 kept too (``expect``), so the next command is checked without asking QEMU again;
@@ -19,7 +20,8 @@ import threading
 import time
 from typing import Any
 
-from qblocknb.model.chain import Chain
+from qblocknb.errors import CommandError
+from qblocknb.model.chain import Chain, disks, export_disks
 from qblocknb.qmp import loop
 
 MAX_AGE = 1.0  # seconds a read answer stays good when nothing announced a change
@@ -53,6 +55,7 @@ class BlockState:
         if answer is not None and answer[0] == generation and time.monotonic() - answer[1] < MAX_AGE:
             return answer[2], answer[3]
         blocks, nodes = self._ask()
+        blocks = self._with_exports(blocks)
         with self._lock:
             if self._generation == generation:  # nothing changed while we asked
                 self._answer = (generation, time.monotonic(), blocks, nodes)
@@ -87,3 +90,12 @@ class BlockState:
         blocks = self.session.execute("query-block", record=False)
         nodes = self.session.execute("query-named-block-nodes", {"flat": True}, record=False)
         return blocks, nodes
+
+    def _with_exports(self, blocks: list[dict]) -> list[dict]:
+        """``query-block``, or the exports in its place when it lists no disk (a QEMU with no guest device)."""
+        if disks(blocks):
+            return blocks
+        try:
+            return export_disks(self.session.execute("query-block-exports", record=False))
+        except CommandError:  # a QEMU older than 5.2, or a backend without exports: no disk, as it says
+            return blocks

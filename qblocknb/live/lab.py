@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qblocknb.errors import Error, InputError
@@ -150,29 +150,45 @@ class Lab:
         ``guest=True`` boots a tiny Linux with the image as /dev/vda instead, and returns once its shell answers:
         ``vm.guest`` (see ``qblocknb.live.guest``) runs commands in it and writes checkable data while jobs run.
         """
-        if not self._finalizer.alive:
-            raise InputError(
-                f"cannot launch {image} from a closed lab",
-                "the lab ended its QEMUs and no longer looks after new ones",
-                "create a new qb.Lab()",
-            )
+        self._check_open(f"launch {image}")
         path = self._existing(image)
         number = len(self.machines)
         name = name or f"qemu{number}"
-        socket = self._socket_path(f"{name}.sock")
-        socket.unlink(missing_ok=True)
         guest_options: list[str] = []
         if guest:
             boot = guestimage.boot_files()  # before QEMU starts: a missing kernel costs no process
-            serial = (self._socket_path(f"{name}.console.sock"), self._socket_path(f"{name}.progress.sock"))
+            serial = (self.socket_path(f"{name}.console.sock"), self.socket_path(f"{name}.progress.sock"))
             console_log = self.path / f"{name}.console.log"
             guest_options = qemu_args(boot, *serial, console_log)
             accel = guest_accel(accel)
         memory = 256 if guest else 128
         fmt = fmt or images.detect_format(path)
-        args = [*wrapper, *command_line(path, node_name, fmt, socket, incoming, accel, memory, guest_options)]
         started = time.monotonic()
-        process = QemuProcess(args, cwd=self.path, log_stem=self.path / name)
+        process, session = self.spawn(
+            name,
+            lambda socket: [
+                *wrapper,
+                *command_line(path, node_name, fmt, socket, incoming, accel, memory, guest_options),
+            ],
+        )
+        machine = Machine(session, process, cwd=self.path, device="virtio0")
+        self.machines.append(machine)
+        if guest:
+            machine.guest = Guest(machine.gone_error, *serial, console_log, started)
+            try:
+                machine.guest.boot()
+            except Error:
+                machine.quit(timeout=3)
+                raise
+        return machine
+
+    def spawn(self, name: str, command: Callable[[Path], list[str]]) -> tuple[QemuProcess, Session]:
+        """Start the process ``command(qmp_socket)`` names and connect to its QMP socket (a QEMU, or
+        ``qemu-storage-daemon``); the lab ends it once its Machine is in ``lab.machines``."""
+        self._check_open(f"start {name}")
+        socket = self.socket_path(f"{name}.sock")
+        socket.unlink(missing_ok=True)
+        process = QemuProcess(command(socket), cwd=self.path, log_stem=self.path / name)
 
         def gone(what: str) -> Error | None:
             return None if process.alive() else process.gone_error(what)
@@ -183,19 +199,18 @@ class Lab:
         except Error:
             process.terminate()
             raise
-        machine = Machine(session, process, cwd=self.path, device="virtio0")
-        self.machines.append(machine)
-        if guest:
-            machine.guest = Guest(gone, *serial, console_log, started)
-            try:
-                machine.guest.boot()
-            except Error:
-                machine.quit(timeout=3)
-                raise
-        return machine
+        return process, session
 
-    def _socket_path(self, name: str) -> Path:
-        """A QMP socket path short enough for AF_UNIX, inside the lab when it fits."""
+    def _check_open(self, what: str) -> None:
+        if not self._finalizer.alive:
+            raise InputError(
+                f"cannot {what} from a closed lab",
+                "the lab ended its QEMUs and no longer looks after new ones",
+                "create a new qb.Lab()",
+            )
+
+    def socket_path(self, name: str) -> Path:
+        """A unix socket path (QMP, NBD, serial) short enough for AF_UNIX, inside the lab when it fits."""
         if len(str(self.path / name)) <= MAX_SOCKET_PATH:
             return self.path / name
         if self._socket_dir is None:

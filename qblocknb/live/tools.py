@@ -14,7 +14,13 @@ from pathlib import Path
 from qblocknb.errors import ToolError
 
 TOOL_TIMEOUT = 120
-PACKAGES = (("qemu-system", "qemu-system-x86"), ("qemu-", "qemu-utils"), ("openssl", "openssl"), ("dot", "graphviz"))
+PACKAGES = (
+    ("qemu-system", "qemu-system-x86"),
+    ("qemu-storage-daemon", "qemu-system-common"),
+    ("qemu-", "qemu-utils"),
+    ("openssl", "openssl"),
+    ("dot", "graphviz"),
+)
 
 
 def require(tool: str) -> str:

@@ -414,6 +414,20 @@ def disks(block_devices: list[dict]) -> list[dict]:
     return [entry for entry in block_devices if entry.get("inserted")]
 
 
+def export_disks(exports: list[dict]) -> list[dict]:
+    """A QEMU with no guest device (``qemu-storage-daemon``) has its block exports in their place: each one as a
+    ``query-block`` entry named by its id, on the node it serves, which follows a pivot as a device's does.
+
+    >>> export_disks([{"id": "export0", "node-name": "node-D", "type": "nbd", "shutting-down": False}])
+    [{'device': 'export0', 'qdev': '', 'inserted': {'node-name': 'node-D'}}]
+    """
+    return [
+        {"device": export["id"], "qdev": "", "inserted": {"node-name": export["node-name"]}}
+        for export in exports
+        if not export.get("shutting-down")
+    ]
+
+
 def pick_disk(block_devices: list[dict], device: str | None) -> dict:
     """The disk called ``device``; with ``None``, the only disk, or a sentence naming all of them."""
     with_media = disks(block_devices)
