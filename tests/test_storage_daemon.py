@@ -72,3 +72,13 @@ def test_commit_on_the_daemon(daemon, lab):
     assert str(lab.chain("a.qcow2")) == "[a.qcow2]"
     assert lab.runs_match("a.qcow2", [*expected_view("ABCD"), WRITE])
     assert not lab.compare("a.qcow2", "ref.raw"), "the client's write is in a.qcow2 only"
+
+
+def test_a_failed_create_says_so(daemon, lab):
+    target = str(lab.file("f.qcow2"))
+    daemon.blockdev_create(job_id="mkfile", options={"driver": "file", "filename": target, "size": 0}).wait()
+    daemon.blockdev_add(driver="file", node_name="file-node-F", filename=target)
+    bad = daemon.blockdev_create(job_id="bad", options={"driver": "qcow2", "file": "file-node-F", "size": 12345})
+    with pytest.raises(qb.JobError, match=r"blockdev-create.*failed.*check its options"):
+        bad.wait(timeout=30)
+    assert bad.outcome == "failed"

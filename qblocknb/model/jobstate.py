@@ -159,6 +159,10 @@ class JobState(Faults):
         if name == "JOB_STATUS_CHANGE":
             self.status = JobStatus.of(data["status"])
             self.ready = self.ready or self.status == JobStatus.READY
+            if self.status == JobStatus.ABORTING and self.outcome is None:  # all a create job says of its end
+                self.outcome = Outcome.CANCELLED if self.ending_requested else Outcome.FAILED
+                if self.outcome == Outcome.FAILED and self.type == JobType.CREATE:
+                    self.error = "QEMU aborted it and, dismissing it at once, kept no reason: check its options"
         elif name == "BLOCK_JOB_READY":
             self.ready = True
         elif name == "BLOCK_JOB_COMPLETED":

@@ -34,7 +34,7 @@ from qblocknb.errors import InputError
 from qblocknb.model.chain import Chain, Image, JobInfo, retire, written_into
 from qblocknb.model.checks import check_device, check_job, check_new_file
 from qblocknb.model.nbd import is_nbd
-from qblocknb.model.vocabulary import JOB_COMMANDS
+from qblocknb.model.vocabulary import JOB_COMMANDS, JobType
 
 SNAPSHOT = "blockdev-snapshot-sync"
 COMMANDS = (SNAPSHOT, *JOB_COMMANDS)
@@ -69,6 +69,8 @@ def predict(
     if command not in JOB_COMMANDS:
         raise InputError(f"cannot predict '{command}'", f"only {', '.join(COMMANDS)} are known", "")
     job_type = JOB_COMMANDS[command]
+    if job_type == JobType.CREATE:
+        return _create(chain, arguments)
     check_job(command, job_type, arguments, chain, known, set(running_jobs), cwd)
     if job_type in ("commit", "mirror"):
         _require_root(chain, command, arguments.get("device"))
@@ -85,7 +87,12 @@ def predict(
 
 
 def job_ends(chain: Chain, job_type: str, arguments: dict) -> tuple[str | None, str | None]:
-    """Where a job reads and where it writes: backing -> overlay, top -> base, source -> target."""
+    """Where a job reads and where it writes: backing -> overlay, top -> base, source -> target; a create job
+    reads nothing and writes the file it makes or the node it formats."""
+    if job_type == JobType.CREATE:
+        options = arguments.get("options") or {}
+        made = options.get("filename") or options.get("file")
+        return None, made if isinstance(made, str) else None
     top = chain.images[check_device(chain, job_type, arguments.get("device"))]
     if job_type == "stream":
         below = chain.below(top.label)
@@ -197,6 +204,17 @@ def _mirror(chain: Chain, arguments: dict, target: Image) -> tuple[Chain, str]:
 
 def _backup(chain: Chain, target: Image) -> tuple[Chain, str]:
     return replace(chain, jobs=(), targets=(target,)), "once the backup ends: a point-in-time copy outside the chain"
+
+
+def _create(chain: Chain, arguments: dict) -> Prediction:
+    """``blockdev-create`` writes a new image outside every chain: the chain stays as it is."""
+    options = arguments.get("options") or {}
+    _, made = job_ends(chain, JobType.CREATE, arguments)
+    job = JobInfo(arguments.get("job-id") or "new job", JobType.CREATE, PREVIEW_STATUS, target=made)
+    outside = Image(file=made or "?", format=options.get("driver", "?"), virtual_size=options.get("size", 0))
+    during = chain.with_extras(jobs=(job,), targets=(outside,), retired=chain.retired)
+    note = "once the job ends; the new image joins no chain until a mirror or a snapshot takes it"
+    return Prediction("blockdev-create", dict(arguments), during, replace(chain, jobs=(), targets=()), note)
 
 
 def _target_image(chain: Chain, command: str, arguments: dict) -> Image:

@@ -53,6 +53,7 @@ class JobType(Name):
     COMMIT = "commit"
     MIRROR = "mirror"
     BACKUP = "backup"
+    CREATE = "create"  # blockdev-create: a job, but no block job (query-jobs and job-* verbs only)
 
 
 class Outcome(Name):
@@ -70,6 +71,7 @@ JOB_COMMANDS = {
     "blockdev-mirror": JobType.MIRROR,
     "drive-backup": JobType.BACKUP,
     "blockdev-backup": JobType.BACKUP,
+    "blockdev-create": JobType.CREATE,
 }
 ENDED = {JobStatus.CONCLUDED, JobStatus.NULL}
 _ACTIVE = {JobStatus.CREATED, JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.READY, JobStatus.STANDBY}
