@@ -4,8 +4,9 @@ A ``Job`` is a ``JobState`` (pure: events and samples in, status and frames out)
 it learns from ``JOB_STATUS_CHANGE`` events (delivered on the session's thread) and periodic
 ``query-block-jobs`` samples, lets a notebook cell block on ``wait()`` / ``wait_ready()``, and sends
 verbs, refused with a sentence in the states where QEMU would refuse them, before anything is sent.
-It is given two callables, not a Machine: ``send(command, arguments, timeout=None, record=True)`` and
-``gone(what) -> Error | None`` (the error to raise when QEMU is gone).
+It is given callables, not a Machine: ``send(command, arguments, timeout=None, record=True)``,
+``gone(what) -> Error | None`` (the error to raise when QEMU is gone), and optionally ``deprecated(command)`` and
+``has_command(command)`` (what this QEMU's schema says).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from qblocknb.errors import Error, JobError, Timeout
 from qblocknb.model import hmp
+from qblocknb.model.backlog import Backlog, backlog
 from qblocknb.model.chain import Chain
 from qblocknb.model.jobstate import EVENT_COLUMNS, TIMELINE_COLUMNS, JobState, event_time
 from qblocknb.model.listeners import Listeners
@@ -48,9 +50,10 @@ class Job(JobState):
         send: Send,
         gone: Gone,
         deprecated: Callable[[str], bool] = lambda command: False,
+        has_command: Callable[[str], bool] = lambda command: False,
     ) -> None:
         super().__init__(job_id, command, arguments, chain_before, source, target)
-        self._send, self._gone, self._deprecated = send, gone, deprecated
+        self._send, self._gone, self._deprecated, self._has_command = send, gone, deprecated, has_command
         self.listeners = Listeners()  # called with this Job after each change, on the event thread
         self._cond = threading.Condition()
 
@@ -78,6 +81,11 @@ class Job(JobState):
     def timeline(self) -> pd.DataFrame:
         with self._cond:
             return super().timeline
+
+    @property
+    def backlog(self) -> Backlog | None:
+        """What is left to copy (``len - offset``) and whether it shrinks: see ``qblocknb.model.backlog``."""
+        return backlog(self.timeline)
 
     def gone(self) -> bool:
         """Whether this job's QEMU is gone (dead, or its connection closed): nothing more will happen to it."""
@@ -202,6 +210,23 @@ class Job(JobState):
         """Throttle (or with 0, unthrottle) the job."""
         speed = parse_named_size(bytes_per_s, f"job '{self.id}': speed")
         self.send_verb("set-speed", "block-job-set-speed", {"device": self.id, "speed": speed})
+        return self
+
+    def change(self, copy_mode: str = "write-blocking") -> Job:
+        """Make a running mirror converge: from now on each guest write also reaches the target before it completes
+        (``block-job-change``, which QEMU 7.2 lacks: start the mirror with ``copy_mode=`` there)."""
+        what = f"job '{self.id}' cannot change its copy mode to '{copy_mode}'"
+        if self.type != "mirror" or self.ended:
+            raise JobError(what, f"it is {'an ended job' if self.ended else 'a ' + self.type}", "only a running mirror")
+        if copy_mode != "write-blocking":
+            raise JobError(what, "QEMU changes a mirror only to write-blocking", "use copy_mode='write-blocking'")
+        if not self._has_command("block-job-change"):
+            raise JobError(
+                what,
+                "this QEMU has no block-job-change (QEMU 8.2 brought it)",
+                "start the mirror with copy_mode='write-blocking' instead, or cancel it and start it again so",
+            )
+        self._send("block-job-change", {"id": self.id, "type": "mirror", "copy-mode": copy_mode})
         return self
 
     def finalize(self) -> Job:

@@ -208,6 +208,7 @@ class Machine:
             send=self.send,
             gone=self.gone_error,
             deprecated=lambda old: self.deprecated(old) and self.has_command(old.replace("block-job-", "job-")),
+            has_command=self.has_command,
         )
 
     def forget_job(self, job: Job) -> None:

@@ -19,8 +19,10 @@ STABLE_ARGUMENTS: dict[str, frozenset[str]] = {
     ),
     "block-stream": frozenset({*JOB_OPTIONS, "base", "base-node", "backing-file", "on-error"}),
     "block-commit": frozenset({*JOB_OPTIONS, "base", "base-node", "top", "top-node", "backing-file", "on-error"}),
-    "drive-mirror": frozenset({*COPY_OPTIONS, "format", "mode", "node-name", "replaces", "granularity", "buf-size"}),
-    "blockdev-mirror": frozenset({*COPY_OPTIONS, "replaces", "granularity", "buf-size"}),
+    "drive-mirror": frozenset(
+        {*COPY_OPTIONS, "format", "mode", "node-name", "replaces", "granularity", "buf-size", "copy-mode"}
+    ),
+    "blockdev-mirror": frozenset({*COPY_OPTIONS, "replaces", "granularity", "buf-size", "copy-mode"}),  # 3.0+
     "drive-backup": frozenset({*COPY_OPTIONS, "format", "mode", "bitmap", "bitmap-mode", "compress"}),
     "blockdev-backup": frozenset({*COPY_OPTIONS, "bitmap", "bitmap-mode", "compress"}),
     "block-job-cancel": frozenset({"device", "force"}),

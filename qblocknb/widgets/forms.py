@@ -210,6 +210,16 @@ class MirrorForm(_CopyForm):
     title = "Mirror: synchronize the running disk to another image"
     job_type = "mirror"
 
+    def build_fields(self) -> dict:
+        """Plus ``copy-mode``: ``write-blocking`` makes a mirror under heavy guest writes reach READY."""
+        return {**super().build_fields(), "copy-mode": dropdown("copy-mode", ["background", "write-blocking"])}
+
+    def arguments(self) -> dict:
+        arguments = super().arguments()
+        if self.fields["copy-mode"].value != "background":  # QEMU's default; left out so the line stays the seed's
+            arguments["copy-mode"] = self.fields["copy-mode"].value
+        return arguments
+
 
 class BackupForm(_CopyForm):
     """``drive-backup`` / ``blockdev-backup``: a point-in-time copy; ``incremental`` and ``bitmap`` need a bitmap."""

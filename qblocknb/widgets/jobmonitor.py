@@ -33,6 +33,7 @@ from qblocknb.live.jobs import Job
 from qblocknb.model.palette import ERROR, GREY, INK, OUTCOME_COLOURS
 from qblocknb.model.sizes import human_size
 from qblocknb.model.vocabulary import VERB_STATES
+from qblocknb.widgets.backlog import backlog_html
 from qblocknb.widgets.html import error_html, note_html
 from qblocknb.widgets.plots import figure_png, plot_timeline
 from qblocknb.widgets.refresher import Refresher
@@ -126,6 +127,7 @@ class JobMonitor(widgets.VBox):
         self.status = widgets.HTML()
         self.fault = widgets.HTML()
         self.numbers = widgets.HTML()
+        self.backlog = widgets.HTML()  # a mirror's dirty backlog and its trend (qblocknb.widgets.backlog)
         self.speed = widgets.SelectionSlider(
             options=speed_options(job.speed),
             value=job.speed,
@@ -150,6 +152,7 @@ class JobMonitor(widgets.VBox):
             widgets.HBox([self.bar, self.status]),
             self.fault,
             self.numbers,
+            self.backlog,
             widgets.HBox([*self.buttons.values(), self.speed]),
             self.error,
         ]
@@ -187,6 +190,7 @@ class JobMonitor(widgets.VBox):
             self.status.value = self._status_html()
             self.fault.value = fault_html(job)
             self.numbers.value = self._numbers_html()
+            self.backlog.value = backlog_html(job)
             allowed = allowed_verbs(job)
             for verb, button in self.buttons.items():
                 button.disabled = not allowed[verb]
