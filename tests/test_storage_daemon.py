@@ -1,5 +1,5 @@
-"""qemu-storage-daemon: stream and commit on images no VM has open, the data read through its NBD export while it
-runs and from the files once it has ended."""
+"""qemu-storage-daemon: stream, commit and mirror on images no VM has open, the data read through its NBD export
+while it runs and from the files once it has ended, and blockdev-create as a Job making the mirror's target."""
 
 from __future__ import annotations
 
@@ -72,6 +72,33 @@ def test_commit_on_the_daemon(daemon, lab):
     assert str(lab.chain("a.qcow2")) == "[a.qcow2]"
     assert lab.runs_match("a.qcow2", [*expected_view("ABCD"), WRITE])
     assert not lab.compare("a.qcow2", "ref.raw"), "the client's write is in a.qcow2 only"
+
+
+def test_blockdev_create_makes_the_mirror_target(daemon, lab):
+    target = str(lab.file("e.qcow2"))
+    made = daemon.blockdev_create(job_id="mkfile", options={"driver": "file", "filename": target, "size": 0})
+    assert isinstance(made, qb.Job) and made.target == target
+    assert made.wait(timeout=30).outcome == "completed"
+    daemon.blockdev_add(driver="file", node_name="file-node-E", filename=target)
+    formatted = daemon.blockdev_create(
+        job_id="mkqcow2", options={"driver": "qcow2", "file": "file-node-E", "size": 64 * MiB}
+    )
+    formatted.wait(timeout=30)
+    assert list(formatted.events["status"])[:5] == ["created", "running", "waiting", "pending", "concluded"]
+    daemon.blockdev_add(driver="qcow2", node_name="node-E", file="file-node-E")
+    assert list(daemon.jobs["type"]) == ["create", "create"]
+
+    job = daemon.blockdev_mirror(device="node-D", target="node-E", sync="full", job_id="job0").wait_ready(timeout=60)
+    assert "e.qcow2" in drawn(daemon), "the target is drawn beside the chain while the mirror runs"
+    daemon.write("export0", *WRITE)
+    job.complete().wait(timeout=60)
+    assert str(daemon.chain()) == "[e.qcow2]"
+    assert daemon.verify([*expected_view("ABCD"), WRITE])
+    assert "e.qcow2" in drawn(daemon)
+    end(lab)
+    assert str(lab.chain("e.qcow2")) == "[e.qcow2]"
+    assert lab.runs_match("e.qcow2", [*expected_view("ABCD"), WRITE])
+    assert lab.compare("d.qcow2", "e.qcow2"), "the source got the client's write too, until the pivot"
 
 
 def test_a_failed_create_says_so(daemon, lab):

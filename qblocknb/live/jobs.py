@@ -25,7 +25,7 @@ from qblocknb.model.chain import Chain
 from qblocknb.model.jobstate import EVENT_COLUMNS, TIMELINE_COLUMNS, JobState, event_time
 from qblocknb.model.listeners import Listeners
 from qblocknb.model.sizes import parse_named_size
-from qblocknb.model.vocabulary import Outcome
+from qblocknb.model.vocabulary import JobType, Outcome
 
 POLL = 0.2
 SETTLE_TIMEOUT = 5.0  # how long pause and resume wait for QEMU to report the new status
@@ -144,7 +144,12 @@ class Job(JobState):
                 self._cond.wait(remaining)
 
     def _flush_target(self) -> None:
-        """Flush the target node the job leaves open (a node already closed is skipped)."""
+        """Flush the target node the job leaves open (a node already closed is skipped).
+
+        A QEMU with no HMP (``qemu-storage-daemon``) has no flush to send: it flushes the node when it closes it.
+        """
+        if not self._has_command("human-monitor-command"):
+            return
         nodes = self._send("query-named-block-nodes", {"flat": True}, record=False)
         if self.target in {node["node-name"] for node in nodes}:
             self._send("human-monitor-command", {"command-line": hmp.qemu_io(self.target, "flush")}, record=False)
@@ -194,8 +199,14 @@ class Job(JobState):
         return self
 
     def cancel(self, force: bool = False) -> Job:
-        """``block-job-cancel``; after READY a mirror ends COMPLETED with a point-in-time copy."""
-        self.send_verb("cancel", "block-job-cancel", {"device": self.id, **({"force": True} if force else {})})
+        """``block-job-cancel``; after READY a mirror ends COMPLETED with a point-in-time copy.
+
+        A create job, which no ``block-job-*`` verb reaches, gets ``job-cancel`` (always forced, as it has no READY).
+        """
+        if self.type == JobType.CREATE:
+            self.send_verb("cancel", "job-cancel", {"id": self.id})
+        else:
+            self.send_verb("cancel", "block-job-cancel", {"device": self.id, **({"force": True} if force else {})})
         return self
 
     def pause(self) -> Job:
@@ -238,12 +249,14 @@ class Job(JobState):
         return self
 
     def _send_modern(self, verb: str) -> None:
-        """The seed's ``block-job-VERB``, unless this QEMU marks it deprecated (10.1+): then ``job-VERB``.
+        """The seed's ``block-job-VERB``, unless this QEMU marks it deprecated (10.1+), or the job is no block job
+        (``blockdev-create``'s): then ``job-VERB``.
 
-        Cancel is left alone: ``block-job-cancel`` after READY (a point-in-time copy) is not what ``job-cancel`` does.
+        Cancel is left alone: ``block-job-cancel`` after READY (a point-in-time copy) is not what ``job-cancel`` does
+        (a forced cancel: the mirror ends CANCELLED; checked on 7.2 and 11.1), and no QEMU marks it deprecated.
         """
         old, new = f"block-job-{verb}", f"job-{verb}"
-        if self._deprecated(old):
+        if self._deprecated(old) or self.type == JobType.CREATE:
             self.send_verb(verb, new, {"id": self.id})
         else:
             self.send_verb(verb, old, {"id" if verb in ("finalize", "dismiss") else "device": self.id})
