@@ -1,4 +1,5 @@
-"""``Dashboard(vm)``: the chain view, a monitor per running job, the forms, the console and the history.
+"""``Dashboard(vm)``: the health line, the chain view, a monitor per running job, the forms, the console and the
+history.
 
 The chain view's thread drives the rest: every new chain goes to the forms
 (only the visible one redraws its preview), new jobs get a monitor, and the
@@ -21,6 +22,7 @@ from qblocknb.model.chain import Chain
 from qblocknb.widgets.chainview import ChainView
 from qblocknb.widgets.console import Console
 from qblocknb.widgets.forms import FORMS
+from qblocknb.widgets.health import Health
 from qblocknb.widgets.html import error_html
 from qblocknb.widgets.jobmonitor import JobMonitor
 from qblocknb.widgets.refresher import Refresher
@@ -61,6 +63,7 @@ class Dashboard(widgets.VBox):
         self.console = Console(vm)
         self.history = widgets.HTML()
         self.state = widgets.HTML()  # empty while QEMU takes commands, else why it does not
+        self.health = Health(vm)  # qb.diagnose(vm) as one coloured line, on its own thread
         self.jobs_box = widgets.VBox()
         self.monitors: dict[Job, JobMonitor] = {}
         self._seen = {job for job in vm.job_list if job.ended}  # old jobs get no monitor
@@ -73,7 +76,7 @@ class Dashboard(widgets.VBox):
         for form in self.forms.values():
             form.listeners.register(self._on_run)
         self.chain_view.listeners.register(self._on_chain)
-        super().__init__([self.state, self.chain_view, self.jobs_box, self.tabs])
+        super().__init__([self.state, self.health, self.chain_view, self.jobs_box, self.tabs])
         self.add_class("qb-dashboard")
         if chain is not None:
             self._on_chain(chain)
@@ -114,6 +117,7 @@ class Dashboard(widgets.VBox):
         for form in self.forms.values():
             form.set_usable(why)
         self.console.set_usable(why)
+        self.health.set_usable(why)
         with self._lock:
             monitors = list(self.monitors.values())
         for monitor in monitors:
@@ -139,6 +143,7 @@ class Dashboard(widgets.VBox):
 
     def close(self) -> None:
         self._watch.close()
+        self.health.close()
         self.chain_view.close()
         self.console.close()
         for monitor in self.monitors.values():
