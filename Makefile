@@ -62,7 +62,7 @@ clean:
 #   make test-qemu-10.0   the suite on one of them
 #   make compatibility    docs/compatibility.md: features probed on each version, and the suite on each
 QEMU_VERSIONS := 10.0 11.1
-MATRIX_PYTEST_ARGS ?= -m "not browser"
+MATRIX_PYTEST_ARGS ?= -m "not browser and not libvirt"
 
 .PHONY: qemu-versions test-matrix compatibility test-binder-like $(addprefix test-qemu-,$(QEMU_VERSIONS))
 

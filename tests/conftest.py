@@ -27,6 +27,14 @@ def qemu_pids_under(folder: Path) -> list[int]:
     return pids
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use libvirtd are marked ``libvirt``: its QEMU is the system's, whatever PATH says, so the
+    other QEMU versions' runs (make test-qemu-VERSION) leave them out."""
+    for item in items:
+        if "conn" in item.fixturenames:
+            item.add_marker(pytest.mark.libvirt)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_qemu_left_behind(tmp_path_factory: pytest.TempPathFactory):
     """After the whole suite, no QEMU started under the test folders may still run."""

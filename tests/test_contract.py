@@ -27,7 +27,7 @@ from qblocknb.teaching.seedchain import LAYERS, build_seed_chain, expected_view
 conn, domains = libvirt_env.conn, libvirt_env.domains  # the fixtures, where pytest looks for them
 
 SEED = "[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]"
-BACKENDS = ["socket", "passthrough", "native"]
+BACKENDS = ["socket", *(pytest.param(name, marks=pytest.mark.libvirt) for name in ("passthrough", "native"))]
 # What libvirt's API has no form for, and why (qblocknb.model.virsh refuses it before anything is sent).
 LACKS = {
     ("native", "stream-intermediate"): "libvirt streams only into the active layer",
