@@ -62,7 +62,7 @@ clean:
 #   make test-qemu-10.0   the suite on one of them
 #   make compatibility    docs/compatibility.md: features probed on each version, and the suite on each
 QEMU_VERSIONS := 10.0 11.1
-MATRIX_PYTEST_ARGS ?= -m "not browser and not libvirt"
+MATRIX_PYTEST_ARGS ?= -m "not browser and not binder_image and not libvirt"
 
 .PHONY: qemu-versions test-matrix compatibility test-binder-like $(addprefix test-qemu-,$(QEMU_VERSIONS))
 
@@ -95,3 +95,13 @@ compatibility: test-system $(VENV)/.installed
 # The notebooks as on Binder: run by a user who is not root and cannot open /dev/kvm (root makes the user).
 test-binder-like: test-system
 	tools/binder-like.sh
+
+# The Binder image (binder/Dockerfile) built with podman, tagged qblocknb-binder: root only (podman, debootstrap;
+# the base is cached in /var/lib/qblocknb). test-binder-image then runs it as Binder would: every notebook in it,
+# the quickstart in Chromium against its JupyterLab, its peak memory and size (tests/test_binder_image.py).
+.PHONY: binder-image test-binder-image
+binder-image:
+	tools/binder-image.sh
+
+test-binder-image: test-system $(VENV)/.installed binder-image
+	$(BIN)/pytest -m binder_image tests/test_binder_image.py -rA

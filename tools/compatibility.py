@@ -136,7 +136,7 @@ def run_suite(bin_dir: Path | None, base_path: str) -> str:
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{base_path}" if bin_dir else base_path)
     started = time.monotonic()
     done = subprocess.run(
-        [str(ROOT / ".venv/bin/pytest"), "-q", "-p", "no:cacheprovider", "-m", "not browser"],
+        [str(ROOT / ".venv/bin/pytest"), "-q", "-p", "no:cacheprovider", "-m", "not browser and not binder_image"],
         cwd=ROOT,
         env=env,
         capture_output=True,
