@@ -19,8 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qblocknb as qb
+from qblocknb.model import plansearch
 from qblocknb.model.chain import Chain, Image
-from qblocknb.model.planner import chain_from_notation, make_plan
+from qblocknb.model.planmoves import State, moves
+from qblocknb.model.planner import CRITERIA, Route, chain_from_notation, make_plan, parse_goal
+from qblocknb.model.plansearch import search
 from qblocknb.model.predict import predict
 from qblocknb.teaching.seedchain import LAYERS, expected_view
 from qblocknb.widgets import PlanView
@@ -400,3 +403,115 @@ def test_plan_view_ticks_previews_and_runs(seed_vm, lab: qb.Lab):
     assert "step 1 of 1 of the plan to [a.qcow2] &lt;-- [d.qcow2] &lt;-- [f.qcow2]" in view.error.value
     assert "Done" not in view.status.value and str(seed_vm.chain()) == "[a.qcow2] <-- [d.qcow2]"
     view.close()
+
+
+# -- the search: exact, fast, and saying what it does not know ------------------------------------------
+def exhaustive_cost(chain: Chain, goal: str, allocation: dict, criteria=CRITERIA) -> tuple:
+    """The oracle: the old planner's search, every sequence of moves with no memory, the cheapest cost."""
+    wanted = parse_goal(chain, goal)
+    best: list[tuple] = []
+
+    def walk(state: State, made: tuple) -> None:
+        if state.files == wanted.files:
+            best.append(Route(chain, made).cost.key(criteria))
+            return
+        for move in moves(state, wanted, f"job{len(made)}"):
+            walk(move.after, (*made, move))
+
+    walk(State.start(chain, allocation), ())
+    return min(best)
+
+
+@st.composite
+def overlapping_chains(draw):
+    """Up to 8 images, each holding a random set of 1 MiB blocks out of 6 (so they overlap), and a goal."""
+    files = [f"l{number}.qcow2" for number in range(draw(st.integers(2, 8)))]
+    blocks = {file: draw(st.sets(st.integers(0, 5), max_size=4)) for file in files}
+    keep = [file for file in files if draw(st.booleans())]
+    new = [f"n{number}.qcow2" for number in range(draw(st.integers(0 if keep else 1, 1)))]
+    criteria = draw(st.sampled_from([CRITERIA, ("invalid", "pauses", "bytes", "steps")]))
+    return files, blocks, " <-- ".join(f"[{name}]" for name in keep + new), criteria
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(drawn=overlapping_chains())
+def test_the_search_finds_the_cost_an_exhaustive_search_finds(drawn):
+    files, blocks, goal, criteria = drawn
+    chain = chain_from_notation(" <-- ".join(f"[{file}]" for file in files))
+    allocation = {file: [(block * MiB, MiB) for block in held] for file, held in blocks.items()}
+    wanted, start = parse_goal(chain, goal), State.start(chain, allocation)
+    oracle = exhaustive_cost(chain, goal, allocation, criteria)
+    for canonical in (False, True):  # every order, and the canonical order that long chains use
+        found = search(start, wanted, [f"job{n}" for n in range(20)], criteria, True, canonical)
+        assert not found.limited
+        assert min(Route(chain, made).cost.key(criteria) for made in found.routes) == oracle, canonical
+    assert make_plan(chain, goal, allocation, prefer=criteria[:1]).cost.key(criteria) == oracle
+
+
+def fifty_images(overlap: bool) -> tuple[Chain, dict, str, list[str]]:
+    """Keep every other image of 50; with ``overlap``, each pair of dropped images writes the same block."""
+    files = [f"i{number:02d}.qcow2" for number in range(50)]
+    chain = chain_from_notation(" <-- ".join(f"[{file}]" for file in files))
+    allocation = {
+        file: [((number // 4) * MiB if overlap and number % 2 else (100 + number) * MiB, MiB)]
+        for number, file in enumerate(files)
+    }
+    return chain, allocation, " <-- ".join(f"[{file}]" for file in files[::2]), files
+
+
+def alternating_plan_bytes(chain: Chain, allocation: dict, goal: str) -> int:
+    """The hand-built plan: commit every second gap into the image below it, then stream the others."""
+    state, wanted = State.start(chain, allocation), parse_goal(chain, goal)
+    copied = 0
+    for pick in ("block-commit", "block-stream"):
+        while True:
+            move = next((m for m in moves(state, wanted, "job") if m.command == pick and _second_gap(m)), None)
+            if move is None:
+                break
+            copied, state = copied + move.copies, move.after
+    while state.files != wanted.files:
+        move = next(m for m in moves(state, wanted, "job") if m.command == "block-stream")
+        copied, state = copied + move.copies, move.after
+    return copied
+
+
+def _second_gap(move) -> bool:
+    node = move.arguments.get("top-node") or move.arguments["device"]
+    return int(node.removeprefix("node-I")) % 4 == 3 or move.kind == "active commit"
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_fifty_images_are_planned_exactly_and_no_worse_than_the_alternating_plan(overlap):
+    chain, allocation, goal, _files = fifty_images(overlap)
+    plan = make_plan(chain, goal, allocation)
+    assert plan.exact and not plan.limited and "stopped" not in str(plan)
+    assert str(plan.chains[-1]) == goal and plan.cost.steps == 25
+    assert plan.cost.bytes <= alternating_plan_bytes(chain, allocation, goal)
+    assert plan.cost.bytes == (13 if overlap else 25) * MiB
+
+
+def test_a_search_stopped_at_its_limit_says_so(monkeypatch):
+    chain, allocation, goal, _files = fifty_images(True)
+    monkeypatch.setattr(plansearch, "SEARCH_BUDGET", 10)
+    plan = make_plan(chain, goal, allocation)
+    assert plan.limited and not plan.exact and str(plan.chains[-1]) == goal, "the best route found, completed"
+    assert "the search stopped at its limit of 10 states: this is the best plan it found, not proven" in str(plan)
+    assert plan.cost.bytes > 13 * MiB
+
+
+def test_a_chain_without_sizes_says_bytes_are_unknown_and_ranks_by_the_rest():
+    plan = qb.plan(SEED, "[a.qcow2] <-- [d.qcow2]")
+    assert not plan.bytes_known and not plan.cost.bytes_known
+    assert "copies an unknown number of bytes in 1 step" in str(plan) and "about 0 B" not in str(plan)
+    assert [s.command for s in plan.steps] == ["block-stream"], "nothing left invalid wins"
+    assert all("copies about" not in alternative.reason for alternative in plan.alternatives)
+    assert seed_plan("[a.qcow2] <-- [d.qcow2]").bytes_known
+
+
+def test_bare_names_that_match_one_file_stem_are_accepted():
+    chain = chain_from_notation(" <-- ".join(f"[i{number:02d}.qcow2]" for number in range(12)))
+    plan = make_plan(chain, "[i00] <-- [i11]")
+    assert str(plan.chains[-1]) == "[i00.qcow2] <-- [i11.qcow2]"
+    twins = chain_from_notation("[a.qcow2] <-- [a.raw] <-- [b.qcow2]")
+    with pytest.raises(qb.InputError, match="never had"):
+        make_plan(twins, "[a] <-- [b.qcow2]")

@@ -159,27 +159,34 @@ class Move:
 
 
 # -- moves -------------------------------------------------------------------------------------
-def moves(state: State, goal: Goal, job_id: str) -> Iterator[Move]:
-    """Every stream, commit or mirror that removes only images the goal drops, or adds its next new image."""
+def moves(state: State, goal: Goal, job_id: str, focus: tuple[int, int] | None = None) -> Iterator[Move]:
+    """Every stream, commit or mirror that removes only images the goal drops, or adds its next new image.
+
+    ``focus``, a gap's lowest position and the kept image above it, narrows them to the moves that close that
+    gap or commit the gap above that image (the search's canonical order); no mirror then.
+    """
     files, wanted = state.files, set(goal.files)
     kept = [position for position, file in enumerate(files) if file in wanted]
     active = len(files) - 1
     for top in kept + ([active] if active not in kept else []):
         below = [position for position in kept if position < top]
         base = below[-1] if below else -1
-        if base < top - 1 and top > 0:
+        if base < top - 1 and top > 0 and (focus is None or top == focus[1]):
             yield _stream(state, top, base, job_id)
+    if focus is not None:
+        kept = [base for base in kept if base in (focus[0] - 1, focus[1])]
     placed = [file for file in files if file in goal.new]
     pending = len(placed) < len(goal.new)
     for base in kept:  # a commit takes a whole gap (taking it in parts copies more), or leaves the active
         top = base + 1  # layer for a mirror to replace
+        if top == len(files) or files[top] in wanted:
+            continue  # no gap above this base: a commit would drop the kept image there
         while top + 1 < len(files) and files[top + 1] not in wanted:
             top += 1
-        if top < len(files) and files[top] not in wanted:
-            yield _commit(state, top, base, job_id)
-            if top == active and top - 1 > base and pending:
-                yield _commit(state, top - 1, base, job_id)
-    if pending:
+        yield _commit(state, top, base, job_id)
+        if top == active and top - 1 > base and pending:
+            yield _commit(state, top - 1, base, job_id)
+    if pending and focus is None:
         target = goal.new[len(placed)]
         node = goal.node_names[target]
         if not kept:
@@ -189,7 +196,7 @@ def moves(state: State, goal: Goal, job_id: str) -> Iterator[Move]:
         yield _mirror(state, "none", target, node, job_id)
 
 
-def _node(image: Image) -> str:
+def node_of(image: Image) -> str:
     """How a command names an image: its node name, automatic ones (``#block123``) too; else its file."""
     return image.node_name or image.name
 
@@ -200,7 +207,7 @@ def _names(images: Iterable[Image]) -> str:
 
 def _stream(state: State, top: int, base: int, job_id: str) -> Move:
     images = state.chain.images
-    arguments = {"device": _node(images[top])} | ({"base-node": _node(images[base])} if base >= 0 else {})
+    arguments = {"device": node_of(images[top])} | ({"base-node": node_of(images[base])} if base >= 0 else {})
     leaving = images[base + 1 : top]
     data = union(state.held[image.file] for image in leaving)
     copies = size(minus(data, state.held[images[top].file]))
@@ -212,7 +219,11 @@ def _stream(state: State, top: int, base: int, job_id: str) -> Move:
 
 def _commit(state: State, top: int, base: int, job_id: str) -> Move:
     images = state.chain.images
-    arguments = {"device": _node(state.chain.active), "base-node": _node(images[base]), "top-node": _node(images[top])}
+    arguments = {
+        "device": node_of(state.chain.active),
+        "base-node": node_of(images[base]),
+        "top-node": node_of(images[top]),
+    }
     data = union(state.held[image.file] for image in images[base + 1 : top + 1])
     held = {**state.held, images[base].file: union([state.held[images[base].file], data])}
     active = top == len(images) - 1
@@ -225,7 +236,7 @@ def _commit(state: State, top: int, base: int, job_id: str) -> Move:
 
 def _mirror(state: State, sync: str, target: str, node: str, job_id: str) -> Move:
     chain = state.chain
-    arguments = {"device": _node(chain.active), "target": target, "format": "qcow2", "sync": sync}
+    arguments = {"device": node_of(chain.active), "target": target, "format": "qcow2", "sync": sync}
     arguments |= {"node-name": node, "job-id": job_id}
     if sync == "full":
         data, what = union(state.held.values()), f"mirror the whole chain onto new {target}"

@@ -24,6 +24,7 @@ Nothing here talks to QEMU: ``qblocknb.live.plan`` reads a Machine's chain and a
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,14 +32,14 @@ from functools import cached_property
 from pathlib import PurePath
 
 from qblocknb.errors import InputError
+from qblocknb.model import plansearch
 from qblocknb.model.chain import Chain, Image
-from qblocknb.model.planmoves import KINDS, Goal, Layout, Move, State, moves
+from qblocknb.model.planmoves import KINDS, Goal, Layout, Move, State
 from qblocknb.model.sizes import human_size
 from qblocknb.model.virsh import virsh_line
 
 MAX_ALTERNATIVES = 6
 CRITERIA = ("pauses", "bytes", "invalid", "steps")  # what plans are compared by, in this order
-SEARCH_BUDGET = 10000  # states looked at before the search settles for the plans found (a dozen images)
 _BRACKETED = re.compile(r"^\[([^\[\]]+)\]$")
 _EXAMPLE = "write images base first, each in brackets, joined by <--, such as [a.qcow2] <-- [d.qcow2]"
 
@@ -85,7 +86,7 @@ def parse_goal(chain: Chain, goal: str | Chain | Sequence[str]) -> Goal:
     keep: list[Image] = []
     new: list[str] = []
     for name in names:
-        image = chain.find(name)
+        image = chain.find(name) or _by_stem(chain, name)
         if image is None:
             new.append(_new_target(chain, shown, name))
             continue
@@ -103,6 +104,12 @@ def parse_goal(chain: Chain, goal: str | Chain | Sequence[str]) -> Goal:
             )
         keep.append(image)
     return Goal(tuple(image.file for image in keep), tuple(new), _node_names(chain, new))
+
+
+def _by_stem(chain: Chain, name: str) -> Image | None:
+    """The one image whose file name without its extension is ``name`` (``i00`` for ``i00.qcow2``), if one."""
+    matches = [image for image in chain.images if PurePath(image.file).stem == name]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _new_target(chain: Chain, shown: str, name: str) -> str:
@@ -153,17 +160,20 @@ class Cost:
     bytes: int
     invalid: tuple[str, ...]
     steps: int
+    bytes_known: bool = True  # False for a chain with no sizes (notation alone): bytes do not rank plans then
 
     def key(self, criteria: Sequence[str] = CRITERIA) -> tuple[int, ...]:
         """The counts of ``criteria``, in that order."""
         counts = {"pauses": self.pauses, "bytes": self.bytes, "invalid": len(self.invalid), "steps": self.steps}
+        counts["bytes"] = counts["bytes"] if self.bytes_known else 0
         return tuple(counts[criterion] for criterion in criteria)
 
     def __str__(self) -> str:
         left = f"leaves {', '.join(self.invalid)} invalid" if self.invalid else "leaves no image invalid"
         guest = f"pauses the guest {self.pauses} times" if self.pauses else "the guest keeps running"
         steps = f"{self.steps} step" + ("" if self.steps == 1 else "s")
-        return f"copies about {human_size(self.bytes)} in {steps}; {left}; {guest}"
+        copies = f"about {human_size(self.bytes)}" if self.bytes_known else "an unknown number of bytes"
+        return f"copies {copies} in {steps}; {left}; {guest}"
 
 
 @dataclass(frozen=True)
@@ -172,6 +182,7 @@ class Route:
 
     start: Chain
     steps: tuple[Move, ...]
+    bytes_known: bool = True
 
     @property
     def chains(self) -> tuple[Chain, ...]:
@@ -183,7 +194,8 @@ class Route:
         last = self.steps[-1].after if self.steps else None
         invalid = tuple(Image(file, "", 0).name for file in last.invalid) if last else ()
         pauses = sum(step.pauses for step in self.steps)
-        return Cost(pauses, sum(step.copies for step in self.steps), invalid, len(self.steps))
+        copies = sum(step.copies for step in self.steps)
+        return Cost(pauses, copies, invalid, len(self.steps), self.bytes_known)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -240,12 +252,28 @@ class Plan(_Routed):
     route: Route
     alternatives: tuple[Alternative, ...]
     virsh_names: tuple[str, str] = ("DOM", "vda")  # the domain and disk its virsh lines name
+    limited: bool = False  # the search stopped at its budget: the plan is the best found, not proven cheapest
+
+    @property
+    def exact(self) -> bool:
+        """True when the plan is proven the cheapest (the search was not stopped at its budget)."""
+        return not self.limited
+
+    @property
+    def bytes_known(self) -> bool:
+        """False when the chain came with no sizes, so that bytes copied could not rank the plans."""
+        return self.cost.bytes_known
 
     def __repr__(self) -> str:
         return f"<Plan {self.start} -> {self.goal}: {len(self.steps)} steps>"
 
     def __str__(self) -> str:
         lines = [f"{self.start}  ->  {self.goal}", f"  {self.cost}"]
+        if self.limited:
+            lines.append(
+                f"  the search stopped at its limit of {plansearch.SEARCH_BUDGET:,} states: "
+                "this is the best plan it found, not proven the cheapest"
+            )
         for number, (step, virsh) in enumerate(zip(self.steps, self.virsh_lines(*self.virsh_names), strict=True), 1):
             lines += [f"  {number}. {step.shell_line}", f"     {virsh}", f"     {step.summary}  ->  {step.chain}"]
         lines += ["rejected:"] if self.alternatives else []
@@ -270,8 +298,18 @@ def make_plan(
     criteria = _criteria(prefer)
     wanted = parse_goal(chain, goal)
     start = State.start(chain, allocation)
-    routes = sorted(_search(start, wanted, _job_ids(taken_job_ids)), key=lambda route: route.order(criteria))
+    known = _bytes_known(chain, allocation)
+    job_ids = _job_ids(taken_job_ids, len(chain.images) + len(wanted.new) + 1)
+    found = plansearch.search(start, wanted, job_ids, criteria, known)
+    routes = sorted((Route(chain, made, known) for made in found.routes), key=lambda route: route.order(criteria))
     shown = " <-- ".join(f"[{Image(file, '', 0).name}]" for file in wanted.files)
+    if not routes and found.limited:
+        raise InputError(
+            f"the search for a plan from {chain} to {shown} stopped at its limit of "
+            f"{plansearch.SEARCH_BUDGET:,} states",
+            "it found no route to the goal before that",
+            "plan in parts, keeping more images in a first goal",
+        )
     if not routes:
         raise InputError(
             f"no sequence of stream, commit and mirror turns {chain} into {shown}",
@@ -282,7 +320,12 @@ def make_plan(
     alternatives = [
         Alternative(route, why_not(route.cost, chosen.cost, criteria)) for route in _rejected(routes, criteria)
     ]
-    return Plan(shown, chosen, tuple(alternatives))
+    return Plan(shown, chosen, tuple(alternatives), limited=found.limited)
+
+
+def _bytes_known(chain: Chain, allocation: Mapping[str, Layout] | None) -> bool:
+    """Whether anything says how much the images hold: an allocation, or a size on any image."""
+    return bool(allocation) or any(image.allocated_size for image in chain.images)
 
 
 def _criteria(prefer: str | Sequence[str]) -> tuple[str, ...]:
@@ -316,30 +359,10 @@ def _rejected(routes: list[Route], criteria: tuple[str, ...]) -> list[Route]:
     return sorted(picked, key=lambda route: route.order(criteria))
 
 
-def _job_ids(taken: set[str] | frozenset[str]) -> list[str]:
-    """Enough ``jobN`` ids for any plan, skipping the ones in use."""
-    free = (f"job{number}" for number in range(10**6) if f"job{number}" not in taken)
-    return [next(free) for _ in range(64)]
-
-
-def _search(start: State, goal: Goal, job_ids: list[str]) -> list[Route]:
-    """Every route to the goal: each step drops images the goal does not keep, or adds its next new image."""
-    found: list[Route] = []
-    limit = min(len(start.files) - len(goal.keep) + len(goal.new), len(job_ids))
-    budget = [SEARCH_BUDGET]
-
-    def walk(state: State, made: tuple[Move, ...]) -> None:
-        budget[0] -= 1
-        if state.files == goal.files:
-            found.append(Route(start.chain, made))
-            return
-        if len(made) == limit or budget[0] <= 0:
-            return
-        for move in moves(state, goal, job_ids[len(made)]):
-            walk(move.after, (*made, move))
-
-    walk(start, ())
-    return found
+def _job_ids(taken: set[str] | frozenset[str], count: int) -> list[str]:
+    """``count`` ``jobN`` ids (one per step of the longest plan), skipping the ones in use."""
+    free = (f"job{number}" for number in itertools.count() if f"job{number}" not in taken)
+    return [next(free) for _ in range(count)]
 
 
 def deciding(rejected: Cost, chosen: Cost, criteria: Sequence[str] = CRITERIA) -> str | None:
