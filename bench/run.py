@@ -24,6 +24,7 @@ import core  # noqa: E402
 import events  # noqa: E402
 import fleet as fleet_bench  # noqa: E402
 import libvirtnative  # noqa: E402
+import planner as planner_bench  # noqa: E402
 import render as render_bench  # noqa: E402
 import roundtrip  # noqa: E402
 import timeline  # noqa: E402
@@ -302,7 +303,7 @@ def fleet_section(command: str) -> str:
 
 
 # benchmarks that run alone: name -> function(command) returning its section
-ONLY = {"libvirt": libvirt_bench, "fleet": fleet_section}
+ONLY = {"libvirt": libvirt_bench, "fleet": fleet_section, "planner": planner_bench.section}
 
 
 def replace_section(report: str, text: str) -> str:
