@@ -10,7 +10,6 @@ Without the second host the tests are skipped, except under CI (``CI`` set), whe
 from __future__ import annotations
 
 import contextlib
-import functools
 import subprocess
 from pathlib import Path
 
@@ -31,13 +30,19 @@ def uri() -> str:
         unavailable(f"the second libvirt host is not set up ({exc.strerror}: {HOME / 'uri'}); run {SETUP} as root")
 
 
-@functools.cache
+_open: dict[str, libvirt.virConnect] = {}
+
+
 def connection(address: str) -> libvirt.virConnect:
-    """One connection for the run; the ``conn`` fixture has started qblocknb's event loop before it."""
-    return libvirt.open(address)
+    """One connection for the run, opened again if it died (tests/test_fleet.py stops host2's daemon on purpose);
+    the ``conn`` fixture has started qblocknb's event loop before it."""
+    known = _open.get(address)
+    if known is None or not known.isAlive():
+        _open[address] = libvirt.open(address)
+    return _open[address]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def host2(conn: libvirt.virConnect) -> libvirt.virConnect:
     """A connection to the second host over ssh (``conn`` first: it registers libvirt's event loop)."""
     address = uri()
