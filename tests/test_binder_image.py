@@ -23,8 +23,8 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,6 +217,16 @@ class Container(JupyterLab):
     def page_url(self, notebook: str) -> str:
         return f"{self.url}/lab/tree/notebooks/{urllib.parse.quote(notebook)}?token={self.token}"
 
+    def kernels_idle(self) -> bool:
+        """JupyterLab's check, but a 500 from /api/kernels while a kernel starts means "not yet" (seen once, on a
+        busy machine, right after the kernel's start): a lasting one still fails the bounded wait around it."""
+        try:
+            return super().kernels_idle()
+        except urllib.error.HTTPError as error:
+            if error.code != 500:
+                raise
+            return False
+
     def qemu_running(self) -> list[str]:
         """Command lines of the QEMUs running in the container."""
         listing = self.exec("python3", "-c", LIST_COMMAND_LINES)
@@ -226,7 +236,11 @@ class Container(JupyterLab):
         return podman("inspect", "--format", "{{.State.OOMKilled}}", self.name).stdout.strip() == "true"
 
     def stop(self) -> None:
+        """Remove the container, its JupyterLab log kept in build/binder-jupyterlab.log."""
         self.memory.stop()
+        BUILD.mkdir(exist_ok=True)
+        logs = podman("logs", self.name, check=False)
+        (BUILD / "binder-jupyterlab.log").write_text(logs.stdout + logs.stderr)
         podman("rm", "--force", "--time", str(STOP_WAIT), self.name, check=False, timeout=STOP_WAIT + 30)
 
 
