@@ -56,12 +56,7 @@ def _exports(seen: Observed) -> list[Finding]:
     found = []
     for export in seen.exports:
         writable = _writable(seen.graph, export["id"])
-        nbd = export.get("type", "nbd") == "nbd"
-        fix = (
-            Fix("stop the NBD server (it removes its exports)", (("nbd-server-stop", {}),))
-            if nbd
-            else Fix("remove the export", (("block-export-del", {"id": export["id"]}),))
-        )
+        fix = _unexport(export)
         how = {True: "writable", False: "read-only", None: "possibly writable"}[writable]
         found.append(
             Finding(
@@ -80,6 +75,12 @@ def _exports(seen: Observed) -> list[Finding]:
     return found
 
 
+def _unexport(export: dict) -> Fix:
+    if export.get("type", "nbd") == "nbd":
+        return Fix("stop the NBD server (it removes its exports)", (("nbd-server-stop", {}),))
+    return Fix("remove the export", (("block-export-del", {"id": export["id"]}),))
+
+
 def _writable(graph: BlockGraph | None, export_id: str) -> bool | None:
     """Whether the export's backend holds the write permission on its node; None when the graph does not say."""
     if graph is None or not graph.permissions_known:
@@ -96,11 +97,21 @@ def _bitmaps(seen: Observed) -> list[Finding]:
     for node in seen.nodes:
         for bitmap in node.get("dirty-bitmaps", []):
             if "name" in bitmap:
-                found += _bitmap(node["node-name"], bitmap, _chain_of(seen.chains, node["node-name"]), jobs_running)
+                chain = _chain_of(seen.chains, node["node-name"])
+                holders = _exports_over(seen.exports, node["node-name"], chain)
+                found += _bitmap(node["node-name"], bitmap, chain, jobs_running, holders)
     return found
 
 
-def _bitmap(node: str, bitmap: dict, chain: Chain | None, jobs_running: bool) -> list[Finding]:
+def _exports_over(exports: list[dict], node: str, chain: Chain | None) -> list[dict]:
+    """The exports of ``node`` or of a layer above it: an NBD export publishes bitmaps found down its chain, and
+    holds them busy while it lives (measured on 7.2; query-block-exports does not say which)."""
+    names = [image.node_name for image in chain.images] if chain is not None else [node]
+    above = names[names.index(node) :] if node in names else [node]
+    return [export for export in exports if export.get("node-name") in above]
+
+
+def _bitmap(node: str, bitmap: dict, chain: Chain | None, jobs_running: bool, holders: list[dict]) -> list[Finding]:
     name = bitmap["name"]
     subject = f"{name} on {node}"
     remove = Fix("remove the bitmap", (("block-dirty-bitmap-remove", {"node": node, "name": name}),))
@@ -121,15 +132,19 @@ def _bitmap(node: str, bitmap: dict, chain: Chain | None, jobs_running: bool) ->
     if bitmap.get("busy"):
         if jobs_running:
             return []  # a running backup or mirror holds it: that is its job
+        exports = " or ".join(f"{e.get('type', 'nbd').upper()} export '{e['id']}' of {e['node-name']}" for e in holders)
         return [
             Finding(
                 "warning",
                 "bitmap",
                 subject,
-                f"bitmap {name} on {node} is busy with no job running",
+                f"bitmap {name} on {node} is busy with no job running"
+                + (f": {exports} may publish it (block-export-add bitmaps=...)" if holders else ""),
                 'a busy bitmap is refused by every command ("Bitmap ... is currently in use")',
-                "look for an NBD export or a job of another client holding it (query-block-exports, query-jobs)",
-                None,
+                "end the export once its reader is done"
+                if holders
+                else "look for an NBD export or a job of another client holding it (query-block-exports, query-jobs)",
+                _unexport(holders[0]) if holders else None,
                 node,
             )
         ]
