@@ -136,7 +136,7 @@ def find_kernel() -> tuple[str, Path]:
         found = f"{', '.join(present)}: unreadable, or without modules" if present else "there is no vmlinuz-*"
         raise GuestImageError(
             "the test guest needs a readable Linux kernel in /boot with its modules in /lib/modules",
-            f"{found} (Ubuntu, and so Binder, keeps /boot/vmlinuz-* readable by root only)",
+            f"{found} (Ubuntu keeps /boot/vmlinuz-* readable by root only)",
             "install one with: sudo apt-get install linux-image-amd64 (on Ubuntu linux-image-generic, then "
             "sudo chmod 0644 /boot/vmlinuz-*); block jobs themselves need no guest",
         )
