@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 import qblocknb as qb
 from qblocknb.backup import fleecing
 from qblocknb.live import images
+from qblocknb.render import svg, text
 
 MiB = 1 << 20
 WRITER = {"size": "2M", "record": "64k", "offset": "8M", "rate": 20}
@@ -44,6 +46,32 @@ def own_data(path: Path) -> list[tuple[int, int]]:
 
 def within(ranges: list[tuple[int, int]], extents: list[tuple[int, int]]) -> bool:
     return all(any(s <= start and start + n <= s + m for s, m in extents) for start, n in ranges)
+
+
+def chain_svg(vm: qb.Machine) -> str:
+    """The chain diagram's SVG as the notebook and the Dashboard show it, graphviz's entities undone."""
+    return unescape(svg(vm.chain()))
+
+
+def assert_fleecing_drawn(vm: qb.Machine, form: str, socket: Path, scratch: str = "scratch.qcow2") -> str:
+    """The chain's SVG shows the filter (copy-before-write form), the scratch image and the export with its URI."""
+    drawn = chain_svg(vm)
+    assert scratch in drawn and "point-in-time scratch" in drawn
+    assert 'id="export:pull0"' in drawn and f"socket={socket}" in drawn and "nbd+unix:///pull0" in drawn
+    if form == fleecing.CBW:  # the device writes through the filter, which copies old data into the scratch
+        assert 'id="filter:pull0-cbw"' in drawn and "copy-before-write filter" in drawn
+        assert 'id="scratch:pull0-scratch"' in drawn and 'id="copies:pull0-cbw"' in drawn
+        assert 'id="filter:pull0-access"' in drawn and "serves pull0-access" in drawn
+    else:  # the sync=none job writes the scratch, which is exported
+        assert 'id="job:pull0"' in drawn and 'id="target:pull0-scratch"' in drawn and "serves pull0-scratch" in drawn
+    return drawn
+
+
+def assert_fleecing_gone(vm: qb.Machine) -> None:
+    drawn = chain_svg(vm)
+    for gone in ("pull0", "scratch", "export:", "filter:", "copy-before-write", "nbd+unix"):
+        assert gone not in drawn, gone
+    assert 'id="image:node-A"' in drawn and 'id="attached:virtio0"' in drawn
 
 
 def assert_left_as_it_was(vm: qb.Machine, lab: qb.Lab, files: set[str], bitmap_names: set[str]) -> None:
@@ -124,10 +152,10 @@ def test_the_view_holds_still_and_the_diagrams_show_it(form_vm):
     for node in backup.fleece.nodes:
         assert f'"format:{node}"' in full or f'"filter:{node}"' in full, node
     assert '"export:pull0"' in full
-    if form == fleecing.BACKUP:  # the sync=none job and its target are on the chain's diagram too
-        assert 'id="job:pull0"' in qb.render(vm.chain()).source
+    assert_fleecing_drawn(vm, form, backup.socket)
     backup.save("full.qcow2")
     backup.close()
+    assert_fleecing_gone(vm)
     assert lab.compare("full.qcow2", "a.qcow2").identical is False
     assert lab.read_matches("full.qcow2", 0, "4M", 0xA1)
     assert_left_as_it_was(vm, lab, files | {"full.qcow2"}, set())
@@ -169,3 +197,29 @@ def test_a_busy_nbd_server_is_refused_with_a_sentence_and_nothing_left(form_vm):
     vm.nbd_server_stop()
     socket.unlink(missing_ok=True)
     assert_left_as_it_was(vm, lab, files, set())
+
+
+def test_fleecing_another_client_set_up_is_drawn_from_qemus_own_state(form_vm):
+    """No PullBackup: the fleecing and the export made by plain QMP commands, as another client would."""
+    vm, lab, form = form_vm
+    files = {p.name for p in lab.path.iterdir()}
+    folder = lab.path / "other"
+    folder.mkdir(mode=0o700)
+    socket = folder / "nbd.sock"
+    fleece = fleecing.insert(vm, vm.disk("virtio0"), "pull0", folder / "work.qcow2", form)
+    vm.execute("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(socket)}}})
+    vm.execute("block-export-add", {"type": "nbd", "id": "pull0", "node-name": fleece.view, "writable": False})
+    uri = f"nbd+unix:///{fleece.view}?socket={socket}"  # the export's name defaults to its node's
+    drawn = assert_fleecing_drawn(vm, form, socket, scratch="work.qcow2")
+    assert f"nbd+unix:///{fleece.view}" in drawn
+    lines = text(vm.chain())
+    assert "exports:" in lines and uri in lines and ("pull0-cbw" in lines) == (form == fleecing.CBW)
+    vm.write("virtio0", 0, "1M", pattern=0x3C)
+    assert images.runs_match(uri, [(0, "4M", 0xA1)], fmt="raw"), "the guest's write reached the view"
+    vm.execute("block-export-del", {"id": "pull0"})
+    vm.execute("nbd-server-stop")
+    fleecing.remove(vm, fleece)
+    folder.rmdir()
+    assert_fleecing_gone(vm)
+    assert_left_as_it_was(vm, lab, files, set())
+    assert vm.verify([(0, "1M", 0x3C), ("1M", "3M", 0xA1)])

@@ -10,7 +10,7 @@ import pytest
 
 import qblocknb as qb
 from qblocknb.migration.flow import StorageMigration, launch_destination
-from qblocknb.model.chain import Bitmap, Chain, Image, JobInfo, RetiredImage
+from qblocknb.model.chain import Bitmap, Chain, ExportInfo, FilterInfo, Image, JobInfo, RetiredImage
 from qblocknb.model.jobfaults import FaultedJobInfo
 from qblocknb.model.palette import ERROR
 from qblocknb.model.predict import PREVIEW_STATUS
@@ -170,6 +170,24 @@ def test_a_mirror_target_is_drawn_outside_the_chain():
     assert "outside the chain" in target and "e.qcow2" in target
     assert "job1 · mirror · running · 25%" in element(picture, "job:job1")
     assert x_of(picture, "target:e.qcow2") > x_of(picture, "image:node-D")
+
+
+def test_a_fleecing_filter_its_scratch_and_export_are_drawn_over_the_active_layer():
+    cbw = FilterInfo("pull0-cbw", "copy-before-write", "node-D", target="pull0-scratch")
+    view = FilterInfo("pull0-access", "snapshot-access", "pull0-cbw", on_path=False)
+    scratch = Image("/tmp/x/scratch.qcow2", "qcow2", 64 * MiB, 0, node_name="pull0-scratch")
+    export = ExportInfo("pull0", "pull0-access")  # set up by another client: QEMU does not say where it listens
+    picture = svg_of(seed_chain(other_nodes=(scratch,), filters=(cbw, view), exports=(export,)))
+    assert "copy-before-write filter" in element(picture, "filter:pull0-cbw")
+    assert "snapshot-access filter" in element(picture, "filter:pull0-access")
+    assert all(line in element(picture, "scratch:pull0-scratch") for line in ("scratch.qcow2", "point-in-time scratch"))
+    assert "old data" in element(picture, "copies:pull0-cbw")
+    shown = element(picture, "export:pull0")
+    assert "export pull0 · nbd" in shown and "address not reported by QEMU" in shown
+    assert "f0->device" in element(picture, "attached:virtio0"), "the device writes through the filter"
+    assert x_of(picture, "image:node-D") < x_of(picture, "filter:pull0-cbw") < x_of(picture, "device:virtio0")
+    lines = text(seed_chain(filters=(cbw,), exports=(export,)))
+    assert "pull0-cbw  copy-before-write  reads node-D  target pull0-scratch" in lines and "address not" in lines
 
 
 @pytest.mark.parametrize(("fault", "status"), [("write error, stopped", "paused"), ("read error, ignored", "running")])

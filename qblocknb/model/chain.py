@@ -133,6 +133,29 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class FilterInfo:
+    """A named filter node over the active layer: one the guest device reads and writes through (``on_path``), such
+    as a pull backup's ``copy-before-write`` (``target``: its point-in-time scratch image), or one reading such a
+    filter, such as the ``snapshot-access`` view an export serves."""
+
+    node_name: str
+    driver: str
+    child: str | None = None  # the node it reads: the active layer, or a filter below
+    target: str | None = None  # copy-before-write's target node
+    on_path: bool = True
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """A block export of a node the diagram draws (``query-block-exports``), with its URI when it is known."""
+
+    id: str
+    node_name: str
+    type: str = "nbd"
+    uri: str | None = None  # QEMU does not report its NBD server's address: only when this session started it
+
+
+@dataclass(frozen=True)
 class Image:
     """One layer of a chain."""
 
@@ -240,6 +263,8 @@ class Chain:
     retired: tuple[RetiredImage, ...] = ()
     other_nodes: tuple[Image, ...] = field(default=(), repr=False)  # named format nodes not in the chain
     filter_nodes: tuple[str, ...] = field(default=(), repr=False)  # named filter and protocol nodes (blkdebug, file)
+    filters: tuple[FilterInfo, ...] = field(default=(), repr=False)  # named filters over the active layer, bottom up
+    exports: tuple[ExportInfo, ...] = field(default=(), repr=False)  # exports of filters and targets outside it
 
     def __str__(self) -> str:
         return " <-- ".join(f"[{image.name}]" for image in self.images)

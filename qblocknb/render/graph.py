@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import graphviz
 
 from qblocknb.model.chain import Chain, ChainDiff, Image, JobInfo, RetiredImage, display_name
-from qblocknb.render import rows, style
+from qblocknb.render import fleecing, rows, style
 from qblocknb.render.labels import arrow_label, image_label, job_colour, retired_label, target_label, writers
 
 
@@ -77,10 +77,12 @@ def render(
     if show_retired:  # drawn first, so that dot places the row under the chain
         _draw_retired(graph, layout, diff_from)
     _draw_images(graph, layout)
-    _draw_device(graph, layout)
+    attached = fleecing.draw_filters(graph, layout)
+    _draw_device(graph, layout, attached)
     _draw_targets(graph, layout)
     for job in chain.jobs:
         _draw_job(graph, layout, job)
+    fleecing.draw_exports(graph, layout)
     return graph
 
 
@@ -131,8 +133,8 @@ def _draw_images(graph: graphviz.Digraph, layout: _Layout) -> None:
     rows.wrap(graph, [layout.find(image.file) for image in chain.images])
 
 
-def _draw_device(graph: graphviz.Digraph, layout: _Layout) -> None:
-    """The guest device, to the right of the active layer it reads and writes."""
+def _draw_device(graph: graphviz.Digraph, layout: _Layout, attached: str | None = None) -> None:
+    """The guest device, to the right of the active layer it reads and writes (through ``attached``, a filter)."""
     chain = layout.chain
     if not chain.device or not chain.images:
         return
@@ -147,7 +149,7 @@ def _draw_device(graph: graphviz.Digraph, layout: _Layout) -> None:
         penwidth="4" if marked else "1",
     )
     graph.edge(
-        layout.find(chain.active.file),
+        attached or layout.find(chain.active.file),
         "device",
         id=svg_id("attached", chain.device),
         dir="back",
@@ -169,7 +171,7 @@ def _draw_target(graph: graphviz.Digraph, layout: _Layout, image: Image) -> str:
     node_id = layout.learn(image)
     graph.node(
         node_id,
-        target_label(image, layout.chain.jobs),
+        target_label(image, layout.chain.jobs, scratch=fleecing.is_scratch(image, layout.chain)),
         id=svg_id("target", image.label),
         fillcolor=style.TARGET_FILL,
         color=style.job_colour(writing[0].type) if writing else style.MUTED,

@@ -34,10 +34,12 @@ from collections.abc import Sequence
 from html import escape
 
 from qblocknb.model.chain import Bitmap, Image, JobInfo, RetiredImage, display_name
-from qblocknb.model.palette import ERROR
+from qblocknb.model.palette import ERROR, ORANGE
 from qblocknb.model.predict import PREVIEW_STATUS
 from qblocknb.model.sizes import human_size
 from qblocknb.render import style
+
+SCRATCH = "point-in-time scratch"  # a fleecing's scratch image: old data, or the job's start, for an export
 
 # What a target is to the job writing it, by the job's status.
 TARGET_STATES = {
@@ -140,10 +142,12 @@ def target_text(job: JobInfo) -> str:
     return f"target of {job.id}, {state.format(type=job.type)}"
 
 
-def target_label(image: Image, jobs: Sequence[JobInfo]) -> str:
-    """A target outside the chain: sizes when QEMU gave them, and which job writes it in which state."""
+def target_label(image: Image, jobs: Sequence[JobInfo], scratch: bool = False) -> str:
+    """A target outside the chain: sizes when QEMU gave them, and which job writes it in which state; a
+    ``scratch`` target (a fleecing's, backed by the chain) is called the point-in-time scratch."""
     writing = writers(image, jobs)
     tags = [("outside the chain", style.MUTED)] + [(target_text(job), style.job_colour(job.type)) for job in writing]
+    tags += [(SCRATCH, ORANGE)] if scratch else []
     return image_label(image, tags, sizes=sizes_known(image) or not writing)
 
 

@@ -50,6 +50,7 @@ def text(chain: Chain, *, diff_from: Chain | None = None, show_retired: bool = T
             said = [sizes_text(target)] if sizes_known(target) or not writing else []
             parts = (target.name, details_text(target), "; ".join(said + [target_text(job) for job in writing]))
             lines.append("  " + "  ".join(part for part in parts if part))
+    lines += _fleecing_lines(chain)
     if chain.jobs:
         lines.append("jobs:")
         lines += [f"  {job_caption(job)}  {flow_text(job)}" for job in chain.jobs]
@@ -57,3 +58,16 @@ def text(chain: Chain, *, diff_from: Chain | None = None, show_retired: bool = T
         lines.append("left the chain:")
         lines += [f"  {r.name} ({r.node_name or 'no node'}) after {r.left_by}: {r.note}" for r in chain.retired]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _fleecing_lines(chain: Chain) -> list[str]:
+    """The filters over the active layer (a pull backup's copy-before-write) and the exports, when there are any."""
+    lines = ["filters over the active layer:"] if chain.filters else []
+    for node in chain.filters:
+        parts = [node.node_name, node.driver] + [f"reads {node.child}"] * bool(node.child)
+        lines.append("  " + "  ".join(parts + [f"target {node.target}"] * bool(node.target)))
+    lines += ["exports:"] if chain.exports else []
+    for export in chain.exports:
+        where = export.uri or "address not reported by QEMU"
+        lines.append(f"  {export.id}  {export.type} of {export.node_name}  {where}")
+    return lines
