@@ -6,10 +6,9 @@ as in the seed), answers QMP on a unix socket, and serves each image over NBD (`
 ``block-export-add``).  It has no guest device, so its exports stand in for the disks: ``export0`` for the
 first image, and ``vm.chain()`` follows what the export serves, through a pivot as a device's chain does::
 
-    >>> vm = qb.StorageDaemon(lab, "d.qcow2")              # doctest: +SKIP
-    >>> str(vm.chain()), vm.device
-    ('[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]', 'export0')
-    >>> vm.block_stream(device="node-D", job_id="job0").wait()   # the same Machine API as a Lab's QEMU
+    vm = qb.StorageDaemon(lab, "d.qcow2")
+    str(vm.chain()), vm.device     # ('[a.qcow2] <-- [b.qcow2] <-- [c.qcow2] <-- [d.qcow2]', 'export0')
+    vm.block_stream(device="node-D", job_id="job0").wait()   # the same Machine API as a Lab's QEMU
 
 What a guest would read is read through the export (``vm.verify``, ``vm.compare``, ``vm.uri()``); the lab ends
 the daemon with its QEMUs (quit, SIGTERM, SIGKILL).
