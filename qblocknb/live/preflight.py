@@ -105,7 +105,8 @@ def _check_job_exists(vm: CheckSource, command: str, arguments: dict) -> None:
         )
 
 
-INCOMING = ("setup", "active", "device", "postcopy-active", "postcopy-paused", "postcopy-recover", "completed")
+# An incoming migration under way (10.0 reports "setup" while it only listens: that is not one)
+INCOMING = ("active", "device", "postcopy-active", "postcopy-paused", "postcopy-recover", "completed")
 
 
 def _check_cont(vm: CheckSource) -> None:
