@@ -166,6 +166,8 @@ def main() -> None:
     libvirt_section = libvirt_bench("make bench")
     print("fleet: fleet.disks over 100 domains on two hosts vs a virsh list + dumpxml loop ...", flush=True)
     fleet_text = fleet_section("make bench")
+    print("planner: old exhaustive walk vs uniform-cost search, 4 to 100 images ...", flush=True)
+    planner_text = planner_bench.section("make bench")
     parts = [
         "# Benchmarks\n",
         "Made with `make bench` (which runs `.venv/bin/python bench/run.py`); every table comes from the same run, "
@@ -266,8 +268,8 @@ def main() -> None:
             after=timeline_text(tl_rows, tl_figures),
         ),
     ]
-    parts += [guest_section, libvirt_section, fleet_text]
-    REPORT.write_text("\n".join(parts))
+    parts += [guest_section, libvirt_section, fleet_text, planner_text]
+    REPORT.write_text(kept_sections(REPORT.read_text(), "\n".join(parts)))
     print(REPORT.read_text())
 
 
@@ -304,6 +306,14 @@ def fleet_section(command: str) -> str:
 
 # benchmarks that run alone: name -> function(command) returning its section
 ONLY = {"libvirt": libvirt_bench, "fleet": fleet_section, "planner": planner_bench.section}
+
+
+def kept_sections(old: str, new: str) -> str:
+    """``new``, followed by the sections of ``old`` that other commands write (the Binder image's, from
+    ``make test-binder-image``) and this run does not."""
+    titles = {part.split("\n", 1)[0] for part in re.split(r"(?m)^(?=## )", new)}
+    kept = [part for part in re.split(r"(?m)^(?=## )", old)[1:] if part.split("\n", 1)[0] not in titles]
+    return "".join([new.rstrip("\n") + "\n\n", *kept]).rstrip("\n") + "\n"
 
 
 def replace_section(report: str, text: str) -> str:
