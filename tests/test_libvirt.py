@@ -21,6 +21,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
+from libvirt_env import unavailable
 
 import qblocknb as qb
 from qblocknb.live import attach
@@ -34,13 +35,6 @@ try:
     import libvirt
 except ImportError:
     libvirt = None
-
-
-def unavailable(reason: str) -> None:
-    """Skip on a developer's machine; under CI the set-up script should have made libvirt available."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}, and CI is set: run tools/libvirt-setup.sh before the tests", pytrace=False)
-    pytest.skip(f"{reason}; run tools/libvirt-setup.sh as root to get it")
 
 
 @pytest.fixture(scope="module")
